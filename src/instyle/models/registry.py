@@ -1,0 +1,50 @@
+"""Generators by name, in the spirit of timm's registry: ``create_model("johnson", norm="instance")``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from instyle.models.johnson import JohnsonNet
+from instyle.models.norms import NORM_KINDS
+from instyle.models.ulyanov import UlyanovNet
+
+_REGISTRY: dict[str, tuple[Callable[..., nn.Module], str]] = {}
+
+
+def register_model(name: str, description: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = (fn, description)
+        return fn
+
+    return deco
+
+
+@register_model("johnson", "Johnson et al. 2016 residual net, 1.68 M parameters")
+def johnson(norm: str = "instance", **kw: object) -> nn.Module:
+    return JohnsonNet(norm=norm, width=1.0, **kw)  # type: ignore[arg-type]
+
+
+@register_model("johnson-half", "Johnson residual net at half width (the released IN models), 0.42 M")
+def johnson_half(norm: str = "instance", **kw: object) -> nn.Module:
+    return JohnsonNet(norm=norm, width=0.5, **kw)  # type: ignore[arg-type]
+
+
+@register_model("ulyanov", "Ulyanov et al. multi-scale texture network, 6 scales, 117 k parameters")
+def ulyanov(norm: str = "instance", **kw: object) -> nn.Module:
+    return UlyanovNet(norm=norm, **kw)  # type: ignore[arg-type]
+
+
+def list_models() -> dict[str, str]:
+    return {name: desc for name, (_, desc) in _REGISTRY.items()}
+
+
+def create_model(name: str, norm: str = "instance", **kw: object) -> nn.Module:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(_REGISTRY)}")
+    if norm not in NORM_KINDS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORM_KINDS)}")
+    return _REGISTRY[name][0](norm=norm, **kw)

@@ -1,0 +1,131 @@
+"""Stylizing images and folders with a trained generator.
+
+``Stylizer`` is the Python API; ``stylize_paths`` is what the CLI runs: each bad input gets one
+line and is skipped, outputs are written atomically and never onto an input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+from tqdm import tqdm
+
+from instyle.data.images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    ImageError,
+    ensure_not_input,
+    list_images,
+    load_image,
+    pil_to_tensor,
+    save_image,
+    tensor_to_pil,
+)
+from instyle.modelfile import load_model
+from instyle.utils import InstyleError, pick_device
+from instyle.zoo import resolve_model
+
+
+class ClampedGenerator(nn.Module):
+    """The generator as users see it: [0, 1] in, [0, 1] out (training leaves the output unbounded)."""
+
+    def __init__(self, generator: nn.Module):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.generator(x).clamp(0.0, 1.0)
+
+
+class Stylizer:
+    """A loaded style: call it on a PIL image, or use ``.module`` as a plain ``nn.Module``."""
+
+    def __init__(self, generator: nn.Module, card: dict[str, Any] | None = None, device: str = "auto"):
+        self.device = pick_device(device)
+        self.card = card or {}
+        self.module = ClampedGenerator(generator).to(self.device).eval()
+
+    @classmethod
+    def load(cls, name_or_path: str | Path, device: str = "auto") -> Stylizer:
+        generator, card = load_model(resolve_model(name_or_path))
+        return cls(generator, card, device=device)
+
+    @property
+    def name(self) -> str:
+        return str(self.card.get("name") or self.card.get("style", {}).get("title") or "style")
+
+    @torch.inference_mode()
+    def stylize_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) or (3, H, W) in [0, 1] -> the same shape, on the input's device."""
+        single = x.dim() == 3
+        batch = x.unsqueeze(0) if single else x
+        y = self.module(batch.to(self.device, torch.float32)).to(x.device)
+        return y[0] if single else y
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        """Same size out as in; an alpha channel is carried over untouched."""
+        alpha = image.getchannel("A") if "A" in image.getbands() else None
+        if image.mode == "P" and "transparency" in image.info:
+            alpha = image.convert("RGBA").getchannel("A")
+        out = tensor_to_pil(self.stylize_tensor(pil_to_tensor(image.convert("RGB"))))
+        if alpha is not None:
+            out.putalpha(alpha)
+        return out
+
+
+@dataclass
+class StylizeReport:
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def plan_outputs(inputs: Sequence[str | Path], output: str | Path, suffix: str | None = None
+                 ) -> list[tuple[Path, Path]]:
+    """Pair each input image with its output path.
+
+    One input file and an output with an image extension: that file. Otherwise ``output`` is a
+    folder; files keep their names (folders keep their layout), with ``suffix`` if given.
+    """
+    out = Path(output)
+    pairs: list[tuple[Path, Path]] = []
+    single_file = len(inputs) == 1 and not Path(inputs[0]).is_dir() and out.suffix.lower() in IMAGE_EXTENSIONS
+    if single_file:
+        return [(Path(inputs[0]), out)]
+    if out.suffix.lower() in IMAGE_EXTENSIONS and not out.is_dir():
+        raise InstyleError(f"{out}: several inputs need an output folder, not a file name")
+    for item in inputs:
+        src = Path(item)
+        if src.is_dir():
+            for f in list_images([src]):
+                rel = f.relative_to(src)
+                pairs.append((f, (out / rel).with_suffix(suffix or f.suffix)))
+        else:
+            pairs.append((src, out / (src.stem + (suffix or src.suffix or ".png"))))
+    return pairs
+
+
+def stylize_paths(stylizer: Stylizer, inputs: Sequence[str | Path], output: str | Path, *,
+                  suffix: str | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                  progress: bool = True, warn: Any = None) -> StylizeReport:
+    """Stylize files and folders; failures are collected (and reported via ``warn``), never fatal."""
+    pairs = plan_outputs(inputs, output, suffix)
+    all_inputs: Iterable[Path] = [src for src, _ in pairs]
+    report = StylizeReport()
+    for src, dst in tqdm(pairs, disable=not progress or len(pairs) < 2, unit="img"):
+        try:
+            ensure_not_input(dst, all_inputs)
+            loaded = load_image(src, max_pixels=max_pixels)
+            result = stylizer(loaded.rgb)
+            save_image(result, dst, alpha=loaded.alpha)
+            report.written.append(dst)
+        except (ImageError, InstyleError) as exc:
+            report.failed.append((src, str(exc)))
+            if warn:
+                warn(str(exc))
+    return report

@@ -1,0 +1,312 @@
+"""The training loop: one readable function, nanoGPT style.
+
+One run = one style. The loop is deterministic for a seed (data order, crops and init all derive
+from it), writes an atomic checkpoint every ``checkpoint_every`` steps, and ``resume=True`` picks
+up from it producing the same batches a non-interrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from instyle import __version__
+from instyle.data.datasets import CropDataset, infinite_batches, split_holdout
+from instyle.data.images import list_images, load_image, pil_to_tensor
+from instyle.losses.perceptual import PerceptualLoss, get_preset
+from instyle.modelfile import save_model
+from instyle.models import create_model
+from instyle.utils import (
+    InstyleError,
+    atomic_path,
+    cpu_supports_bf16,
+    machine_description,
+    pick_device,
+    sha256_file,
+)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a run; stored verbatim in the model card."""
+
+    style: str
+    content: str
+    output: str
+    arch: str = "johnson"
+    norm: str = "instance"
+    loss: str = "johnson"
+    content_weight: float | None = None  # None: the loss preset's value
+    style_weight: float | None = None
+    tv_weight: float | None = None
+    size: int = 256
+    style_size: int = 256  # long side of the style image; sets the stroke scale
+    batch: int = 4
+    iters: int = 2000
+    lr: float = 1e-3
+    seed: int = 0
+    precision: str = "auto"
+    device: str = "auto"
+    workers: int = 0
+    holdout: int = 8  # content photos kept out of training for the held-out loss curve
+    eval_every: int = 200
+    checkpoint_every: int = 200
+    log_every: int = 10
+    vgg_weights: str = "imagenet"
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    style_meta: dict[str, Any] = field(default_factory=dict)  # title, license… for the card
+
+    def paths(self) -> tuple[Path, Path, Path]:
+        out = Path(self.output)
+        stem = out.with_suffix("")
+        return out, Path(f"{stem}.ckpt.safetensors"), Path(f"{stem}.log.jsonl")
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (None = plain fp32). ``auto``: bf16 where the hardware does it natively."""
+    if precision not in PRECISIONS:
+        raise InstyleError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise InstyleError("fp16 training needs a CUDA GPU; use --precision bf16 or fp32 on the CPU")
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def load_style_tensor(path: str | Path, long_side: int) -> torch.Tensor:
+    img = load_image(path).rgb
+    scale = long_side / max(img.size)
+    if scale != 1:
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), 3)
+    return pil_to_tensor(img).unsqueeze(0)
+
+
+def _content_files(cfg: TrainConfig) -> tuple[list[Path], list[Path]]:
+    files = list_images([cfg.content])
+    if not files:
+        raise InstyleError(f"{cfg.content}: no images found (run `instyle data fetch` for a training set)")
+    n_hold = cfg.holdout if len(files) >= 5 * cfg.holdout else 0
+    return split_holdout(files, n_hold, seed=0) if n_hold else (files, [])
+
+
+def _holdout_batch(files: list[Path], size: int) -> torch.Tensor | None:
+    """Centre crops of the held-out photos (short side resized to ``size``)."""
+    if not files:
+        return None
+    crops = []
+    for f in files:
+        img = load_image(f).rgb
+        s = size / min(img.size)
+        img = img.resize((max(size, round(img.width * s)), max(size, round(img.height * s))), 3)
+        left, top = (img.width - size) // 2, (img.height - size) // 2
+        crops.append(pil_to_tensor(img.crop((left, top, left + size, top + size))))
+    return torch.stack(crops)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Model, Adam moments and RNG as tensors; everything else as JSON metadata (no pickle)."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt_state = opt.state_dict()
+    for pid, st in opt_state["state"].items():
+        for k, v in st.items():
+            tensors[f"optim.{pid}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
+    tensors["rng.cpu"] = torch.get_rng_state()
+    meta = {"state": json.dumps(state), "param_groups": json.dumps(opt_state["param_groups"])}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata()
+        tensors = load_file(str(path))
+    except Exception as exc:
+        raise InstyleError(f"{path}: unreadable checkpoint ({exc})") from None
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    opt_state: dict[str, Any] = {"state": {}, "param_groups": json.loads(meta["param_groups"])}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, pid, name = k.split(".", 2)
+            opt_state["state"].setdefault(int(pid), {})[name] = v
+    opt.load_state_dict(opt_state)
+    torch.set_rng_state(tensors["rng.cpu"])
+    return json.loads(meta["state"])
+
+
+_RESUME_KEYS = ("style", "arch", "norm", "loss", "size", "batch", "seed", "lr", "content_weight",
+                "style_weight", "tv_weight", "style_size", "arch_kwargs")
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
+          on_log: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train one style network; returns the model card that was written beside the weights."""
+    out_path, ckpt_path, log_path = cfg.paths()
+    if not Path(cfg.style).is_file():
+        raise InstyleError(f"{cfg.style}: style image not found")
+    device = pick_device(cfg.device)
+    amp_dtype = resolve_precision(cfg.precision, device)
+    torch.manual_seed(cfg.seed)
+
+    model = create_model(cfg.arch, norm=cfg.norm, **cfg.arch_kwargs).to(device).train()
+    loss_cfg = get_preset(cfg.loss)
+    for name in ("content_weight", "style_weight", "tv_weight"):
+        if getattr(cfg, name) is not None:
+            setattr(loss_cfg, name, getattr(cfg, name))
+    criterion = PerceptualLoss(loss_cfg, weights=cfg.vgg_weights).to(device)
+    criterion.set_style(load_style_tensor(cfg.style, cfg.style_size).to(device))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    train_files, hold_files = _content_files(cfg)
+    dataset = CropDataset(train_files, cfg.size, seed=cfg.seed)
+    hold = _holdout_batch(hold_files, cfg.size)
+
+    state: dict[str, Any] = {"step": 0, "elapsed": 0.0, "holdout_curve": [], "last": {}}
+    if resume:
+        if not ckpt_path.is_file():
+            raise InstyleError(f"--resume: no checkpoint at {ckpt_path}")
+        state = load_checkpoint(ckpt_path, model, opt)
+        old = state.get("config", {})
+        changed = [k for k in _RESUME_KEYS if k in old and old[k] != dataclasses.asdict(cfg)[k]]
+        if changed:
+            raise InstyleError(f"--resume: the checkpoint was made with different {', '.join(changed)}")
+        _truncate_log(log_path, state["step"])
+    elif log_path.exists():
+        log_path.unlink()
+    state["config"] = dataclasses.asdict(cfg)
+
+    batches: Iterator[torch.Tensor] = infinite_batches(
+        dataset, cfg.batch, seed=cfg.seed, num_workers=cfg.workers, start_step=state["step"]
+    )
+    bar = tqdm(total=cfg.iters, initial=state["step"], disable=not progress, unit="step",
+               dynamic_ncols=True, desc=f"{cfg.arch}/{cfg.norm}")
+    t0 = time.perf_counter() - state["elapsed"]
+    while state["step"] < cfg.iters:
+        x = next(batches).to(device, non_blocking=True)
+        with autocast(device, amp_dtype):
+            y = model(x)
+            terms = criterion(y.float(), x)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(terms["total"]).backward()
+        scaler.step(opt)
+        scaler.update()
+        state["step"] += 1
+        step = state["step"]
+        if not math.isfinite(terms["total"].item()):
+            raise InstyleError(f"training diverged at step {step} (loss is not finite); lower --lr")
+        if step % cfg.log_every == 0 or step == cfg.iters:
+            rec = {"step": step, **{k: round(v.item(), 6) for k, v in terms.items()},
+                   "elapsed": round(time.perf_counter() - t0, 2)}
+            state["last"] = rec
+            _append_log(log_path, rec)
+            bar.set_postfix({k: f"{rec[k]:.3g}" for k in ("total", "content", "style", "tv")})
+            if on_log:
+                on_log(rec)
+        if hold is not None and (step % cfg.eval_every == 0 or step == cfg.iters):
+            rec = {"step": step, **evaluate_holdout(model, criterion, hold, device, amp_dtype)}
+            state["holdout_curve"].append(rec)
+            _append_log(log_path, {"holdout": True, **rec})
+        bar.update(1)
+        if step % cfg.checkpoint_every == 0 and step < cfg.iters:
+            state["elapsed"] = time.perf_counter() - t0
+            save_checkpoint(ckpt_path, model, opt, state)
+    bar.close()
+    state["elapsed"] = time.perf_counter() - t0
+
+    card = _model_card(cfg, loss_cfg.to_dict(), state, device, amp_dtype, len(train_files), len(hold_files))
+    save_model(model.cpu(), card, out_path)
+    if ckpt_path.exists():
+        ckpt_path.unlink()
+    return card
+
+
+@torch.no_grad()
+def evaluate_holdout(model: torch.nn.Module, criterion: PerceptualLoss, hold: torch.Tensor,
+                     device: torch.device, amp_dtype: torch.dtype | None, chunk: int = 4) -> dict[str, float]:
+    """Mean loss terms on held-out photos, with the model in eval mode (test-time statistics)."""
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    for i in range(0, len(hold), chunk):
+        x = hold[i : i + chunk].to(device)
+        with autocast(device, amp_dtype):
+            y = model(x).float().clamp(0, 1)
+        terms = criterion(y, x)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + v.item() * len(x)
+    model.train(was_training)
+    return {k: round(v / len(hold), 6) for k, v in sums.items()}
+
+
+def _append_log(path: Path, rec: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(json.dumps(rec) + "\n")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint a resumed run restarts from."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def _model_card(cfg: TrainConfig, loss: dict[str, Any], state: dict[str, Any], device: torch.device,
+                amp_dtype: torch.dtype | None, n_train: int, n_hold: int) -> dict[str, Any]:
+    style = Path(cfg.style)
+    return {
+        "arch": cfg.arch,
+        "norm": cfg.norm,
+        "arch_kwargs": cfg.arch_kwargs,
+        "loss_preset": cfg.loss,
+        "loss": loss,
+        "style": {"file": style.name, "sha256": sha256_file(style), **cfg.style_meta},
+        "train": {**dataclasses.asdict(cfg), "n_train_images": n_train, "n_holdout_images": n_hold},
+        "metrics": {"final_train": state["last"], "holdout_curve": state["holdout_curve"],
+                    "holdout_final": state["holdout_curve"][-1] if state["holdout_curve"] else None},
+        "steps": state["step"],
+        "wall_time_s": round(state["elapsed"], 1),
+        "machine": machine_description(),
+        "device": str(device),
+        "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
+        "software": {"instyle": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
