@@ -105,7 +105,7 @@ def test_set_eval_stats_switches_and_restores() -> None:
 def test_affine_init_is_uniform_0_1_for_all_kinds() -> None:
     for kind in ("batch", "instance", "instance-running"):
         w = Norm2d(512, kind).weight
-        assert 0.0 <= w.min() and w.max() <= 1.0 and 0.4 < w.mean() < 0.6
+        assert w.min() >= 0.0 and w.max() <= 1.0 and 0.4 < w.mean() < 0.6
 
 
 def test_none_norm_has_no_norm_layers() -> None:

@@ -1,2 +1,17 @@
 """instyle: fast feed-forward neural style transfer with instance normalization."""
+
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["Stylizer", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy so `instyle --help` and light imports don't pay for torch until it is needed.
+    if name == "Stylizer":
+        from instyle.stylize import Stylizer
+
+        return Stylizer
+    raise AttributeError(name)

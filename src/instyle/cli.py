@@ -100,8 +100,24 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default=None, help="output extension for folders, e.g. png or jpg")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="refuse larger inputs (decompression-bomb guard); 0 disables it")
+    _add_controls(p)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_stylize)
+
+
+def _add_controls(p: argparse.ArgumentParser) -> None:
+    """The artistic controls shared by ``stylize`` and ``video``."""
+    p.add_argument("--strength", type=float, default=1.0, help="0 = the photo, 1 = full style (default)")
+    p.add_argument("--preserve-color", action="store_true", help="keep the photo's colours")
+    p.add_argument("--scale", type=float, default=1.0, help="brush-stroke size: 2 = strokes twice as large")
+
+
+def _controls(a: argparse.Namespace) -> dict[str, float | bool]:
+    if not 0.0 <= a.strength <= 1.0:
+        raise InstyleError(f"--strength must be between 0 and 1, got {a.strength}")
+    if not 0.1 <= a.scale <= 8.0:
+        raise InstyleError(f"--scale must be between 0.1 and 8, got {a.scale}")
+    return {"strength": a.strength, "preserve_colors": a.preserve_color, "scale": a.scale}
 
 
 def _cmd_stylize(a: argparse.Namespace) -> int:
@@ -111,10 +127,12 @@ def _cmd_stylize(a: argparse.Namespace) -> int:
     for item in a.inputs:
         if not Path(item).exists():
             raise InstyleError(f"{item}: no such file or folder")
+    controls = _controls(a)
     stylizer = Stylizer.load(a.model or a.style, device=a.device)
     max_pixels = DEFAULT_MAX_PIXELS if a.max_pixels is None else (a.max_pixels or None)
     suffix = None if a.format is None else "." + a.format.lstrip(".").lower()
-    report = stylize_paths(stylizer, a.inputs, a.output, suffix=suffix, max_pixels=max_pixels, warn=_warn)
+    report = stylize_paths(stylizer, a.inputs, a.output, suffix=suffix, max_pixels=max_pixels, warn=_warn,
+                           **controls)
     for path in report.written if len(report.written) <= 3 else []:
         print(f"wrote {path}")
     if len(report.written) > 3:

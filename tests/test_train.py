@@ -1,0 +1,97 @@
+"""A real (tiny) training run with the real VGG16, and resuming an interrupted run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from instyle.modelfile import load_model, read_card
+from instyle.train import TrainConfig, resolve_precision, train
+from instyle.utils import InstyleError
+
+
+def _cfg(photos: Path, style: Path, out: Path, **kw: object) -> TrainConfig:
+    base = dict(style=str(style), content=str(photos), output=str(out), arch="johnson-half", size=64,
+                style_size=96, batch=2, iters=20, lr=5e-3, seed=1, precision="fp32", holdout=2,
+                eval_every=10, checkpoint_every=5, log_every=1)
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_real_training_run_lowers_the_loss_and_writes_a_card(photos_dir, style_image, tmp_path) -> None:
+    out = tmp_path / "m.safetensors"
+    card = train(_cfg(photos_dir, style_image, out, precision="auto"), progress=False)
+    log = [json.loads(line) for line in (tmp_path / "m.log.jsonl").read_text().splitlines()]
+    totals = [r["total"] for r in log if not r.get("holdout")]
+    assert len(totals) == 20
+    assert sum(totals[-3:]) / 3 < 0.8 * sum(totals[:3]) / 3, totals
+    # the card describes the run and survives in the safetensors header
+    assert read_card(out) == json.loads((tmp_path / "m.json").read_text())
+    for key in ("arch", "norm", "loss", "style", "train", "metrics", "wall_time_s", "machine"):
+        assert key in card
+    assert card["style"]["sha256"] and card["train"]["iters"] == 20
+    assert [r["step"] for r in card["metrics"]["holdout_curve"]] == [10, 20]
+    assert card["metrics"]["holdout_final"]["style"] > 0
+    assert not (tmp_path / "m.ckpt.safetensors").exists(), "checkpoint is removed once the model is written"
+    model, _ = load_model(out)
+    assert model(torch.rand(1, 3, 40, 52)).shape == (1, 3, 40, 52)
+
+
+class _Kill(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_resume_after_interruption_matches_an_uninterrupted_run(photos_dir, style_image, tmp_path) -> None:
+    ref = tmp_path / "ref.safetensors"
+    train(_cfg(photos_dir, style_image, ref, iters=12), progress=False)
+
+    out = tmp_path / "run.safetensors"
+    cfg = _cfg(photos_dir, style_image, out, iters=12)
+
+    def die(rec: dict) -> None:
+        if rec["step"] == 8:
+            raise _Kill
+
+    with pytest.raises(_Kill):
+        train(cfg, progress=False, on_log=die)
+    assert (tmp_path / "run.ckpt.safetensors").exists() and not out.exists()
+    train(cfg, resume=True, progress=False)
+
+    a, b = load_file(str(ref)), load_file(str(out))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "run.log.jsonl").read_text().splitlines()
+             if "holdout" not in x]
+    assert steps == list(range(1, 13)), "log has every step once after a resume"
+
+
+def test_resume_without_checkpoint_is_a_clear_error(photos_dir, style_image, tmp_path) -> None:
+    cfg = _cfg(photos_dir, style_image, tmp_path / "x.safetensors", vgg_weights="random")
+    with pytest.raises(InstyleError, match="no checkpoint"):
+        train(cfg, resume=True, progress=False)
+
+
+def test_missing_style_and_empty_content_are_clear_errors(photos_dir, style_image, tmp_path) -> None:
+    with pytest.raises(InstyleError, match="style image not found"):
+        train(_cfg(photos_dir, tmp_path / "nope.png", tmp_path / "x.safetensors"), progress=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InstyleError, match="no images"):
+        train(_cfg(empty, style_image, tmp_path / "x.safetensors", vgg_weights="random"), progress=False)
+
+
+def test_precision_choice() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) is None
+    assert resolve_precision("bf16", cpu) is torch.bfloat16
+    with pytest.raises(InstyleError, match="CUDA"):
+        resolve_precision("fp16", cpu)
+    with pytest.raises(InstyleError, match="unknown precision"):
+        resolve_precision("fp8", cpu)
