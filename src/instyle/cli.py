@@ -180,6 +180,41 @@ def _cmd_styles(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_experiment(sub: argparse._SubParsersAction) -> None:
+    from instyle.experiments.in_vs_bn import PRESETS
+
+    p = sub.add_parser("experiment", help="reproduce the paper's research questions")
+    p.add_argument("name", choices=["in-vs-bn"])
+    p.add_argument("--preset", default="smoke", choices=list(PRESETS), help="smoke (minutes), cpu (~2 h), full (GPU)")
+    p.add_argument("--out", default="docs/experiments", help="where the report and figures go")
+    p.add_argument("--work", default=None, help="trained networks and caches (default runs/in-vs-bn-PRESET)")
+    p.add_argument("--content", default=None, help="content photos (default: the fetched training set)")
+    p.add_argument("--styles", default=None, help="comma-separated style images (default: the preset's paintings)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_experiment)
+
+
+def _cmd_experiment(a: argparse.Namespace) -> int:
+    from instyle.experiments import in_vs_bn
+
+    styles = [Path(s) for s in a.styles.split(",")] if a.styles else None
+    in_vs_bn.run(a.preset, Path(a.out), work=Path(a.work) if a.work else None,
+                 content=Path(a.content) if a.content else None, style_files=styles, progress=not a.quiet)
+    return 0
+
+
+def _add_weights(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("weights", help="prepare the VGG16 weights of the perceptual loss (one time)")
+    p.set_defaults(func=_cmd_weights)
+
+
+def _cmd_weights(a: argparse.Namespace) -> int:
+    from instyle.losses.vgg import vgg16_weights_path
+
+    print(f"VGG16 weights: {vgg16_weights_path()}")
+    return 0
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="stylize demo photos with the shipped styles")
     p.add_argument("--out", default="out/demo")
@@ -193,8 +228,91 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- video, export, serve
+
+
+def _add_model_choice(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("-m", "--model", help="a .safetensors model file")
+    g.add_argument("-s", "--style", help="a shipped style name (see `instyle styles`)")
+
+
+def _add_video(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("video", help="stylize a video (keeps frame rate and audio)",
+                       description="Stylize a video with PyAV: same frame rate, audio copied, H.264 output.")
+    p.add_argument("input", help="input video file")
+    _add_model_choice(p)
+    p.add_argument("-o", "--output", required=True, help="output video (.mp4, .mkv, .mov, ...)")
+    p.add_argument("--max-side", type=int, default=None, help="downsize so the longer side is at most this (px)")
+    p.add_argument("--batch", type=int, default=4, help="frames per forward pass")
+    p.add_argument("--crf", type=int, default=18, help="H.264 quality (lower = better, larger)")
+    _add_controls(p)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_video)
+
+
+def _cmd_video(a: argparse.Namespace) -> int:
+    from instyle.stylize import Stylizer
+    from instyle.video import stylize_video
+
+    if not Path(a.input).is_file():
+        raise InstyleError(f"{a.input}: no such video file")
+    controls = _controls(a)
+    stylizer = Stylizer.load(a.model or a.style, device=a.device)
+    r = stylize_video(stylizer, a.input, a.output, batch=a.batch, max_side=a.max_side, crf=a.crf,
+                      progress=not a.quiet, **controls)
+    print(f"wrote {a.output} ({r.frames} frames, {r.size[0]}x{r.size[1]}, {r.fps:g} fps, audio {r.audio}, "
+          f"{r.frames / max(r.seconds, 1e-9):.1f} frames/s)")
+    ratio = "n/a (static input)" if r.flicker_ratio != r.flicker_ratio else f"{r.flicker_ratio:.3f}"
+    print(f"flicker: input {r.flicker_in:.5f}, output {r.flicker_out:.5f}, ratio {ratio}")
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a model to ONNX or TorchScript",
+                       description="Export a style network with dynamic height and width (+ a JSON card).")
+    _add_model_choice(p)
+    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
+    p.add_argument("-o", "--output", required=True, help="FILE.onnx or FILE.pt to write (+ FILE.json)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(a: argparse.Namespace) -> int:
+    from instyle.export import export_model
+
+    card = export_model(a.model or a.style, a.output, a.format, opset=a.opset)
+    print(f"wrote {a.output} ({a.format}, input {card['input']['name']} N x 3 x H x W in [0, 1], "
+          f"sides >= {card['input']['min_side']} px) and {Path(a.output).with_suffix('.json')}")
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the web app", description="Web app and JSON API (FastAPI).")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("-m", "--model", action="append", default=[], help="also offer this model file (repeatable)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(a: argparse.Namespace) -> int:
+    from instyle.serve import serve
+
+    models = {}
+    for m in a.model:
+        if not Path(m).is_file():
+            raise InstyleError(f"{m}: no such model file")
+        models[Path(m).stem] = Path(m)
+    serve(host=a.host, port=a.port, models=models, max_upload_mb=a.max_upload_mb, device=a.device)
+    return 0
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_train, _add_stylize, _add_data, _add_styles, _add_demo,
+    _add_train, _add_stylize, _add_data, _add_styles, _add_weights, _add_demo, _add_experiment,
+    _add_video, _add_export, _add_serve,
 ]
 
 

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from instyle import __version__
 from instyle.data.datasets import CropDataset, infinite_batches, split_holdout
 from instyle.data.images import list_images, load_image, pil_to_tensor
+from instyle.evaluate import MAIN_TERMS, center_crops, loss_terms, run_model
 from instyle.losses.perceptual import PerceptualLoss, get_preset
 from instyle.modelfile import save_model
 from instyle.models import create_model
@@ -116,20 +117,6 @@ def _content_files(cfg: TrainConfig) -> tuple[list[Path], list[Path]]:
     return split_holdout(files, n_hold, seed=0) if n_hold else (files, [])
 
 
-def _holdout_batch(files: list[Path], size: int) -> torch.Tensor | None:
-    """Centre crops of the held-out photos (short side resized to ``size``)."""
-    if not files:
-        return None
-    crops = []
-    for f in files:
-        img = load_image(f).rgb
-        s = size / min(img.size)
-        img = img.resize((max(size, round(img.width * s)), max(size, round(img.height * s))), 3)
-        left, top = (img.width - size) // 2, (img.height - size) // 2
-        crops.append(pil_to_tensor(img.crop((left, top, left + size, top + size))))
-    return torch.stack(crops)
-
-
 # ----------------------------------------------------------------------------- checkpoints
 
 
@@ -195,7 +182,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
 
     train_files, hold_files = _content_files(cfg)
     dataset = CropDataset(train_files, cfg.size, seed=cfg.seed)
-    hold = _holdout_batch(hold_files, cfg.size)
+    hold = center_crops(hold_files, cfg.size) if hold_files else None
 
     state: dict[str, Any] = {"step": 0, "elapsed": 0.0, "holdout_curve": [], "last": {}}
     if resume:
@@ -235,11 +222,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                    "elapsed": round(time.perf_counter() - t0, 2)}
             state["last"] = rec
             _append_log(log_path, rec)
-            bar.set_postfix({k: f"{rec[k]:.3g}" for k in ("total", "content", "style", "tv")})
+            bar.set_postfix({k: f"{rec[k]:.3g}" for k in MAIN_TERMS})
             if on_log:
                 on_log(rec)
         if hold is not None and (step % cfg.eval_every == 0 or step == cfg.iters):
-            rec = {"step": step, **evaluate_holdout(model, criterion, hold, device, amp_dtype)}
+            rec = {"step": step, **evaluate_holdout(model, criterion, hold, amp_dtype)}
             state["holdout_curve"].append(rec)
             _append_log(log_path, {"holdout": True, **rec})
         bar.update(1)
@@ -256,22 +243,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     return card
 
 
-@torch.no_grad()
 def evaluate_holdout(model: torch.nn.Module, criterion: PerceptualLoss, hold: torch.Tensor,
-                     device: torch.device, amp_dtype: torch.dtype | None, chunk: int = 4) -> dict[str, float]:
+                     amp_dtype: torch.dtype | None) -> dict[str, float]:
     """Mean loss terms on held-out photos, with the model in eval mode (test-time statistics)."""
     was_training = model.training
     model.eval()
-    sums: dict[str, float] = {}
-    for i in range(0, len(hold), chunk):
-        x = hold[i : i + chunk].to(device)
-        with autocast(device, amp_dtype):
-            y = model(x).float().clamp(0, 1)
-        terms = criterion(y, x)
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + v.item() * len(x)
+    terms = loss_terms(criterion, run_model(model, hold, autocast_dtype=amp_dtype), hold)
     model.train(was_training)
-    return {k: round(v / len(hold), 6) for k, v in sums.items()}
+    return {k: round(v, 6) for k, v in terms.items()}
 
 
 def _append_log(path: Path, rec: dict[str, Any]) -> None:

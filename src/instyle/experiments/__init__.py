@@ -1,0 +1,1 @@
+"""Experiments that reproduce the paper's research questions (``instyle experiment NAME``)."""

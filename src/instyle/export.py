@@ -1,0 +1,126 @@
+"""Export a style network to ONNX or TorchScript with dynamic height and width.
+
+The generators pad inputs to a size multiple with Python arithmetic on the input shape, and a
+trace would freeze those pad amounts to the example's size. ``ExportWrapper`` therefore does the
+padding itself with operations the tracer records (shape reads, integer maths, ``F.pad``,
+slicing), so the generator inside always sees a size it needs no padding for, and the exported
+graph stays correct for sizes never seen at export time.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from instyle.utils import InstyleError, atomic_path, atomic_write_text, sha256_file
+
+FORMATS = ("onnx", "torchscript")
+ONNX_OPSET = 17
+
+
+def _round_up(n: Any, multiple: int, min_size: int) -> Any:
+    """``pad_to_multiple``'s target side, for ints (eager) and 0-dim tensors (while tracing).
+
+    Only non-negative floor divisions: ONNX's integer Div truncates, so ``-(-n // m)`` would break.
+    """
+    target = (n + multiple - 1) // multiple * multiple
+    target = torch.clamp(target, min=min_size) if isinstance(target, torch.Tensor) else max(min_size, target)
+    return (target + multiple - 1) // multiple * multiple
+
+
+class ExportWrapper(nn.Module):
+    """``Stylizer.module`` with traceable padding: (N, 3, H, W) in [0, 1] -> same shape, clamped.
+
+    Pads with reflection exactly like ``instyle.models.layers.pad_to_multiple`` for sides of at
+    least ``min_side`` (below that the eager model switches to replication, which a frozen graph
+    cannot), so results match PyTorch there.
+    """
+
+    def __init__(self, module: nn.Module, multiple: int, min_size: int = 16):
+        super().__init__()
+        self.module = module
+        self.multiple = multiple
+        self.min_size = min_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2], x.shape[-1]  # ints in eager mode, traced 0-dim tensors under trace/export
+        ph = _round_up(h, self.multiple, self.min_size) - h
+        pw = _round_up(w, self.multiple, self.min_size) - w
+        top, left = ph // 2, pw // 2
+        padded = F.pad(x, [left, pw - left, top, ph - top], mode="reflect")
+        y = self.module(padded)  # the generator's own padding is a no-op at this size
+        return y[:, :, top : top + h, left : left + w]
+
+
+def size_multiple(module: nn.Module) -> int:
+    """The pad multiple of the generator inside ``Stylizer.module``."""
+    for m in module.modules():
+        if hasattr(m, "size_multiple"):
+            return int(m.size_multiple)
+    return 1
+
+
+def min_side(multiple: int, min_size: int = 16) -> int:
+    """Smallest side from which on every size reflection-pads (pad < side) as the eager model does."""
+    bad = [s for s in range(1, 4 * max(multiple, min_size))
+           if (lambda p: max(p // 2, p - p // 2))(_round_up(s, multiple, min_size) - s) >= s]
+    return max(bad, default=0) + 1
+
+
+def export_model(model: str | Path, output: str | Path, fmt: str = "onnx", *, example_size: int = 256,
+                 opset: int = ONNX_OPSET) -> dict[str, Any]:
+    """Export a model file or shipped style; writes ``output`` and ``output``.json (the card)."""
+    from instyle.stylize import Stylizer
+
+    if fmt not in FORMATS:
+        raise InstyleError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    out = Path(output)
+    stylizer = Stylizer.load(model, device="cpu")
+    multiple = size_multiple(stylizer.module)
+    wrapper = ExportWrapper(stylizer.module, multiple).eval()
+    example = torch.rand(1, 3, example_size, example_size)
+    with atomic_path(out) as tmp, warnings.catch_warnings():
+        # The tracer warns about the generator's Python-level pad checks; the wrapper makes them no-ops.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        if fmt == "onnx":
+            _export_onnx(wrapper, example, tmp, opset)
+        else:
+            with torch.no_grad():
+                traced = torch.jit.trace(wrapper, example, check_trace=False)
+            traced.save(str(tmp))
+    card = {
+        "format": "instyle-export/1",
+        "export_format": fmt,
+        "file": out.name,
+        "sha256": sha256_file(out),
+        "input": {"name": "image", "shape": ["N", 3, "H", "W"], "dtype": "float32", "range": [0, 1],
+                  "layout": "RGB", "min_side": min_side(multiple)},
+        "output": {"name": "stylized", "shape": ["N", 3, "H", "W"], "dtype": "float32", "range": [0, 1]},
+        "opset": opset if fmt == "onnx" else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "model": stylizer.card,
+    }
+    atomic_write_text(out.with_suffix(".json"), json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def _export_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+    """The TorchScript-based exporter: it records shape arithmetic, and needs no onnxscript."""
+    try:
+        import onnx  # noqa: F401  (torch.onnx needs it; fail with a clear message)
+    except ImportError:
+        raise InstyleError("ONNX export needs the `onnx` package: pip install 'instyle[export]'") from None
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapper, (example,), str(path), input_names=["image"], output_names=["stylized"],
+            dynamic_axes={"image": axes, "stylized": axes}, opset_version=opset, dynamo=False,
+        )

@@ -1,0 +1,317 @@
+"""Inference fast paths behind ``Stylizer``: one generator, several ways to run it.
+
+Every backend is a ``Runner``: (N, 3, H, W) float32 in [0, 1] in, float32 out on the same device,
+so callers never care how the network ran. Paths that change numerics (bf16, fp16, ONNX Runtime)
+are measured against fp32 eager with ``check_psnr``; ``auto`` only picks a path whose PSNR on the
+actual model is at least ``MIN_PSNR`` dB, falling back to the next candidate otherwise.
+
+=================  ======================================================================
+backend            what it does
+=================  ======================================================================
+``eager``          the module as is (fp32): the reference
+``channels_last``  fp32, NHWC weights and activations (oneDNN/cuDNN's preferred layout)
+``bf16``           bf16 weights and activations, channels_last (CPUs with AVX-512 BF16/AMX)
+``compile``        ``torch.compile`` of the channels_last module, one graph per input shape
+``compile-bf16``   ``torch.compile`` of the bf16 module
+``onnxruntime``    exported once with dynamic N/H/W, run by ONNX Runtime's CPU provider
+``fp16``           fp16 weights and activations, channels_last (CUDA)
+``cuda-graphs``    fp16 on CUDA, each input shape captured once as a CUDA graph and replayed
+=================  ======================================================================
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from instyle.models.layers import crop_to, pad_to_multiple
+from instyle.utils import InstyleError, cpu_supports_bf16, pick_device
+
+BACKENDS = ("auto", "eager", "channels_last", "bf16", "compile", "compile-bf16", "onnxruntime", "fp16", "cuda-graphs")
+MIN_PSNR = 40.0
+CUDA_ONLY = ("fp16", "cuda-graphs")
+
+
+def psnr(a: Tensor, b: Tensor) -> float:
+    """PSNR in dB between two images in [0, 1] (``inf`` when identical)."""
+    mse = (a.float() - b.float()).pow(2).mean().item()
+    return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+class Runner:
+    """Runs a generator through one backend: float32 (N, 3, H, W) in [0, 1] -> float32, same device.
+
+    ``module`` is the ``nn.Module`` that is actually executed eagerly (a converted copy for
+    channels_last/bf16/fp16), so the tiler can hook its norm layers; ``eager_runner`` is the runner
+    the tiler uses for paths that cannot take injected statistics (compiled graphs, ONNX).
+    """
+
+    backend: str = "eager"
+    device: torch.device
+    module: nn.Module
+
+    def __call__(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    @property
+    def eager_runner(self) -> Runner:
+        return self
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(backend={self.backend!r}, device={self.device})"
+
+
+class ModuleRunner(Runner):
+    """Eager execution, optionally with another dtype and/or channels_last (on a copy of the module)."""
+
+    def __init__(self, module: nn.Module, device: torch.device, backend: str = "eager",
+                 dtype: torch.dtype = torch.float32, channels_last: bool = False):
+        self.backend = backend
+        self.device = device
+        self.dtype = dtype
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if dtype == torch.float32 and not channels_last:
+            self.module = module  # the reference path shares the user's module
+        else:
+            # A copy, so ``Stylizer.module`` stays the plain fp32 module users were promised.
+            self.module = copy.deepcopy(module).to(device=device, dtype=dtype, memory_format=self.memory_format)
+        self.module.eval()
+
+    def prepare(self, x: Tensor) -> Tensor:
+        return x.to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return self.module(self.prepare(x)).float().contiguous()
+
+
+class CompiledRunner(ModuleRunner):
+    """``torch.compile`` of a ModuleRunner's module; inductor specialises (and caches) per input shape."""
+
+    def __init__(self, module: nn.Module, device: torch.device, backend: str, dtype: torch.dtype):
+        super().__init__(module, device, backend, dtype=dtype, channels_last=True)
+        import torch._dynamo
+
+        # One compiled graph per frame size; a stylizer sees a handful of sizes, not hundreds.
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
+        self.compiled = torch.compile(self.module, dynamic=False)
+        self._eager = ModuleRunner(module, device, "bf16" if dtype == torch.bfloat16 else "channels_last",
+                                   dtype=dtype, channels_last=True)
+        self._eager.module = self.module  # same weights, no second copy
+
+    @property
+    def eager_runner(self) -> Runner:
+        return self._eager
+
+    def __call__(self, x: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return self.compiled(self.prepare(x)).float().contiguous()
+
+
+def _size_multiple(module: nn.Module) -> int:
+    """The generator's padding multiple (inputs of that multiple pass through its pad/crop untouched)."""
+    for m in module.modules():
+        mult = getattr(m, "size_multiple", None)
+        if isinstance(mult, int):
+            return mult
+    return 32
+
+
+class OnnxRunner(Runner):
+    """ONNX Runtime (CPU provider). The graph is exported at a size the network needs no padding for,
+    with dynamic N/H/W; other sizes are padded and cropped here exactly as the module itself does."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, module: nn.Module, device: torch.device, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise InstyleError("the onnxruntime backend needs `pip install instyle[export]`") from None
+        self.device = device
+        self.module = module
+        self.multiple = _size_multiple(module)
+        self._fallback = ModuleRunner(module, device)
+        side = max(64, self.multiple * 2)
+        data = export_onnx(module, side)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    @property
+    def eager_runner(self) -> Runner:
+        return self._fallback
+
+    def __call__(self, x: Tensor) -> Tensor:
+        padded, size = pad_to_multiple(x.detach().float().cpu(), self.multiple)
+        (y,) = self.session.run(None, {self.input_name: padded.contiguous().numpy()})
+        return crop_to(torch.from_numpy(y), size, padded.shape[-2:]).contiguous().to(x.device)
+
+
+def export_onnx(module: nn.Module, side: int = 64, opset: int = 17) -> bytes:
+    """ONNX bytes for ``module`` with dynamic batch, height and width.
+
+    Traced at ``side``×``side`` (a multiple of the network's padding multiple) so the graph holds
+    no size-specific pad/crop; callers pad other sizes to the multiple first (``OnnxRunner``).
+    """
+    import warnings
+
+    buf = io.BytesIO()
+    dummy = torch.rand(1, 3, side, side)
+    on_cpu = next(module.parameters()).device.type == "cpu"
+    net = module if on_cpu else copy.deepcopy(module).cpu()
+    was_training = net.training
+    net.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python branches
+            torch.onnx.export(
+                net, (dummy,), buf, input_names=["image"], output_names=["stylized"], opset_version=opset,
+                dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}, "stylized": {0: "n", 2: "h", 3: "w"}},
+                dynamo=False,
+            )
+    finally:
+        net.train(was_training)
+    return buf.getvalue()
+
+
+class CudaGraphRunner(ModuleRunner):
+    """fp16 on CUDA with one captured CUDA graph per input shape (LRU, ``max_shapes``): a stream of
+    same-size video frames then costs one graph launch per frame instead of ~60 kernel launches."""
+
+    def __init__(self, module: nn.Module, device: torch.device, max_shapes: int = 4):
+        super().__init__(module, device, "cuda-graphs", dtype=torch.float16, channels_last=True)
+        self.max_shapes = max_shapes
+        self.graphs: OrderedDict[tuple[int, ...], tuple[Any, Tensor, Tensor]] = OrderedDict()
+        self._eager = ModuleRunner(module, device, "fp16", dtype=torch.float16, channels_last=True)
+        self._eager.module = self.module
+
+    @property
+    def eager_runner(self) -> Runner:
+        return self._eager
+
+    def _capture(self, x: Tensor) -> tuple[Any, Tensor, Tensor]:
+        static_in = x.clone()
+        stream = torch.cuda.Stream(device=self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # warm-up: cuDNN algorithm choice and allocator pools outside the graph
+                self.module(static_in)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self.module(static_in)
+        return graph, static_in, static_out
+
+    def __call__(self, x: Tensor) -> Tensor:
+        with torch.inference_mode():
+            xin = self.prepare(x)
+            key = tuple(xin.shape)
+            if key not in self.graphs:
+                if len(self.graphs) >= self.max_shapes:
+                    self.graphs.popitem(last=False)
+                self.graphs[key] = self._capture(xin)
+            self.graphs.move_to_end(key)
+            graph, static_in, static_out = self.graphs[key]
+            static_in.copy_(xin)
+            graph.replay()
+            return static_out.float()  # a fresh tensor: the static output is overwritten next frame
+
+
+def available_backends(device: torch.device) -> list[str]:
+    """Backends that can run on ``device`` here (whether they are fast or accurate is another matter)."""
+    names = ["eager", "channels_last", "compile"]
+    if device.type == "cpu":
+        names += ["bf16", "compile-bf16"]
+        try:
+            import onnxruntime  # noqa: F401
+
+            names.append("onnxruntime")
+        except ImportError:
+            pass
+    if device.type == "cuda":
+        names += ["bf16", "fp16", "cuda-graphs"]
+    return names
+
+
+def auto_candidates(device: torch.device) -> list[str]:
+    """What ``auto`` tries, best first (each must pass the PSNR check). Compiled paths are left out:
+    their warm-up costs tens of seconds per image size, which a one-off stylization never recovers.
+    On the CPU plain ``channels_last`` loses to ``eager`` for the Johnson net (measured; see
+    docs/benchmarks.md), so it is not a fallback either."""
+    if device.type == "cuda":
+        return ["fp16", "eager"]
+    return (["bf16"] if cpu_supports_bf16() else []) + ["eager"]
+
+
+def build_runner(module: nn.Module, backend: str = "auto", device: str | torch.device = "auto",
+                 min_psnr: float = MIN_PSNR) -> Runner:
+    """A runner for ``module`` (already on ``device``, in [0, 1] -> [0, 1]).
+
+    ``auto`` validates its candidates with ``check_psnr`` on the actual model and takes the first
+    one at ``min_psnr`` dB or more; an explicit backend is built as asked, unchecked.
+    """
+    dev = pick_device(device) if isinstance(device, str) else device
+    if backend not in BACKENDS:
+        raise InstyleError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        for name in auto_candidates(dev):
+            runner = build_runner(module, name, dev)
+            if name == "eager" or check_psnr(runner, module, (96, 128)) >= min_psnr:
+                return runner
+        raise AssertionError("unreachable: eager is always a candidate")
+    if backend in CUDA_ONLY and dev.type != "cuda":
+        raise InstyleError(f"the {backend} backend needs a CUDA GPU")
+    if backend == "eager":
+        return ModuleRunner(module, dev)
+    if backend == "channels_last":
+        return ModuleRunner(module, dev, backend, channels_last=True)
+    if backend == "bf16":
+        return ModuleRunner(module, dev, backend, dtype=torch.bfloat16, channels_last=True)
+    if backend == "fp16":
+        return ModuleRunner(module, dev, backend, dtype=torch.float16, channels_last=True)
+    if backend == "compile":
+        return CompiledRunner(module, dev, backend, torch.float32)
+    if backend == "compile-bf16":
+        return CompiledRunner(module, dev, backend, torch.bfloat16)
+    if backend == "onnxruntime":
+        if dev.type != "cpu":
+            raise InstyleError("the onnxruntime backend runs on the CPU; use --device cpu")
+        return OnnxRunner(module, dev)
+    return CudaGraphRunner(module, dev)
+
+
+def sample_image(size: tuple[int, int], n: int = 1, seed: int = 0) -> Tensor:
+    """A photo-like input (smooth colour fields, edges and fine noise), reproducible from ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    coarse = F.interpolate(torch.rand(n, 3, 6, 8, generator=g), size=size, mode="bicubic", align_corners=False)
+    edges = (torch.rand(n, 3, 12, 16, generator=g) > 0.5).float()
+    edges = F.interpolate(edges, size=size, mode="nearest")
+    fine = torch.rand(n, 3, h, w, generator=g)
+    return (0.6 * coarse + 0.3 * edges + 0.1 * fine).clamp(0, 1)
+
+
+def check_psnr(runner: Callable[[Tensor], Tensor], reference_module: nn.Module,
+               size: tuple[int, int] = (256, 256), x: Tensor | None = None) -> float:
+    """PSNR (dB) of ``runner``'s output against fp32 eager ``reference_module`` on one image.
+
+    ``x`` defaults to ``sample_image(size)``; measure with a trained model: random-init generators
+    give near-constant outputs, which inflates PSNR.
+    """
+    device = next(reference_module.parameters()).device
+    x = (sample_image(size) if x is None else x).to(device)
+    with torch.inference_mode():
+        ref = reference_module.eval()(x).float().clamp(0, 1)
+        out = runner(x).float().clamp(0, 1)
+    return psnr(out, ref)

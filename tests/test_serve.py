@@ -1,0 +1,188 @@
+"""The web app: JSON API through TestClient, and the page end to end in a real headless Chromium."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi", reason="the web app needs the 'serve' extra")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from instyle.serve import create_app  # noqa: E402
+
+CHROMIUM = os.environ.get("INSTYLE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _png(w: int = 40, h: int = 30, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    arr = (rng.random((h, w, 3)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def client(model_file: Path) -> Iterator[TestClient]:
+    app = create_app(models={"tiny": model_file}, max_upload_mb=0.05, max_pixels=200_000, device="cpu")
+    with TestClient(app) as c:
+        yield c
+
+
+def _stylize(client: TestClient, data: bytes, name: str = "photo.png", **form: str):
+    return client.post("/api/stylize", files={"image": (name, data, "image/png")}, data={"style": "tiny", **form})
+
+
+def test_styles_thumbnail_and_health(client: TestClient) -> None:
+    body = client.get("/api/styles").json()
+    assert [s["name"] for s in body["styles"]] == ["tiny"]
+    assert body["message"] is None
+    thumb = client.get(body["styles"][0]["thumbnail"])
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(thumb.content)).size[0] > 0
+    assert client.get("/healthz").json()["status"] == "ok"
+    assert client.get("/api/styles/nope/thumbnail").status_code == 404
+
+
+def test_page_and_openapi(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    assert client.get("/static/app.js").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert "/api/stylize" in schema["paths"] and "/api/styles" in schema["paths"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_stylize_keeps_size_and_controls_apply(client: TestClient) -> None:
+    r = _stylize(client, _png(41, 27), strength="1", scale="1")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png"
+    out = Image.open(io.BytesIO(r.content))
+    assert out.size == (41, 27)
+    same = _stylize(client, _png(41, 27), strength="0")
+    photo = np.asarray(Image.open(io.BytesIO(_png(41, 27))), dtype=float)
+    assert np.abs(np.asarray(Image.open(io.BytesIO(same.content)), dtype=float) - photo).max() <= 1
+    jpeg = _stylize(client, _png(41, 27), format="jpeg")
+    assert jpeg.headers["content-type"] == "image/jpeg" and jpeg.content[:2] == b"\xff\xd8"
+
+
+@pytest.mark.parametrize(("data", "status", "words"), [
+    (b"this is not an image at all", 415, "not a usable image"),
+    (b"", 400, "empty"),
+    (os.urandom(80_000), 413, "too large"),
+])
+def test_bad_uploads_get_clear_4xx(client: TestClient, data: bytes, status: int, words: str) -> None:
+    r = _stylize(client, data, name="upload.png")
+    assert r.status_code == status
+    assert words in r.json()["detail"]
+    assert client.get("/healthz").status_code == 200
+
+
+def test_pixel_bomb_guard_and_validation(client: TestClient) -> None:
+    big = _stylize(client, _png(600, 400))  # 240 kpx > max_pixels 200 k, but a small file
+    assert big.status_code == 413 and "pixel" in big.json()["detail"]
+    assert _stylize(client, _png(), strength="1.5").status_code == 422
+    assert client.post("/api/stylize", files={"image": ("a.png", _png(), "image/png")},
+                       data={"style": "nope"}).status_code == 404
+
+
+def test_concurrent_requests(client: TestClient) -> None:
+    sizes = [(32 + i, 24 + i) for i in range(6)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(lambda s: _stylize(client, _png(*s, seed=s[0])), sizes))
+    assert [r.status_code for r in results] == [200] * len(sizes)
+    assert [Image.open(io.BytesIO(r.content)).size for r in results] == sizes
+    assert client.get("/healthz").status_code == 200
+
+
+def test_no_styles_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("instyle.serve.app.list_styles", dict)
+    with TestClient(create_app(device="cpu")) as c:
+        body = c.get("/api/styles").json()
+    assert body["styles"] == [] and "--model" in body["message"]
+
+
+# ----------------------------------------------------------------------------- end to end in Chromium
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _chromium_reason() -> str | None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install -e '.[dev]')"
+    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
+        return f"no Chromium at {CHROMIUM}: install Debian's chromium (apt-get install chromium, as root)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def live_server(model_file: Path) -> Iterator[str]:
+    import uvicorn
+
+    port = _free_port()
+    app = create_app(models={"tiny": model_file}, device="cpu")
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.mark.slow
+def test_web_page_end_to_end(live_server: str, tmp_path: Path) -> None:
+    reason = _chromium_reason()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import expect, sync_playwright
+
+    upload = tmp_path / "photo.png"
+    Image.open(io.BytesIO(_png(96, 72, seed=3))).save(upload)
+    shot = Path("docs/webapp.png") if os.environ.get("INSTYLE_UPDATE_DOCS") == "1" else tmp_path / "webapp.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 760})
+            page.goto(live_server + "/")
+            style = page.locator('.style[data-name="tiny"]')
+            expect(style).to_be_visible()
+            expect(style.locator("img")).to_have_js_property("complete", True)
+            page.set_input_files("#file", str(upload))
+            style.click()
+            expect(style).to_have_attribute("aria-checked", "true")
+            slider = page.locator("#strength")
+            slider.focus()
+            for _ in range(4):
+                page.keyboard.press("ArrowLeft")
+            expect(page.locator("#strength-value")).to_have_text("0.80")
+            page.click("#go")
+            expect(page.locator("#status")).to_contain_text("Done", timeout=30_000)
+            size = page.eval_on_selector("#after", "img => [img.naturalWidth, img.naturalHeight]")
+            assert size == [96, 72]
+            expect(page.locator("#download")).to_be_visible()
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 1000
