@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.instyle-installed
 
-.PHONY: demo test lint setup clean weights
+.PHONY: chromium demo test lint setup clean weights
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,7 +24,7 @@ setup: $(STAMP)
 demo: weights
 	$(BIN)/instyle demo
 
-test: weights
+test: weights chromium
 	$(BIN)/ruff check src tests benchmarks experiments
 	$(BIN)/python -m pytest -q
 
@@ -34,3 +34,14 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
+
+# Debian's chromium for the web app's end-to-end test (Playwright drives it; never `playwright install`).
+# Idempotent; as non-root it only prints a note and the test skips with a clear reason.
+chromium:
+	@if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the web-app test"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || \
+		echo "note: could not install chromium; the web-app browser test will be skipped"; \
+	else echo "note: chromium missing and not root; the web-app browser test will be skipped (apt-get install chromium)"; fi

@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="the web app needs the 'serve' extra")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from instyle.serve import create_app  # noqa: E402
+from instyle.serve import create_app
 
 CHROMIUM = os.environ.get("INSTYLE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -36,7 +36,7 @@ def _png(w: int = 40, h: int = 30, seed: int = 0) -> bytes:
 
 @pytest.fixture(scope="module")
 def client(model_file: Path) -> Iterator[TestClient]:
-    app = create_app(models={"tiny": model_file}, max_upload_mb=0.05, max_pixels=200_000, device="cpu")
+    app = create_app(models={"tiny": model_file}, max_upload_mb=0.05, max_pixels=200_000, device="cpu", backend="eager")
     with TestClient(app) as c:
         yield c
 
@@ -91,7 +91,9 @@ def test_bad_uploads_get_clear_4xx(client: TestClient, data: bytes, status: int,
 
 
 def test_pixel_bomb_guard_and_validation(client: TestClient) -> None:
-    big = _stylize(client, _png(600, 400))  # 240 kpx > max_pixels 200 k, but a small file
+    buf = io.BytesIO()
+    Image.new("RGB", (600, 400), (90, 120, 200)).save(buf, format="PNG")  # 240 kpx > 200 k, but a tiny file
+    big = _stylize(client, buf.getvalue())
     assert big.status_code == 413 and "pixel" in big.json()["detail"]
     assert _stylize(client, _png(), strength="1.5").status_code == 422
     assert client.post("/api/stylize", files={"image": ("a.png", _png(), "image/png")},
@@ -109,7 +111,7 @@ def test_concurrent_requests(client: TestClient) -> None:
 
 def test_no_styles_state(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("instyle.serve.app.list_styles", dict)
-    with TestClient(create_app(device="cpu")) as c:
+    with TestClient(create_app(device="cpu", backend="eager")) as c:
         body = c.get("/api/styles").json()
     assert body["styles"] == [] and "--model" in body["message"]
 
@@ -138,7 +140,8 @@ def live_server(model_file: Path) -> Iterator[str]:
     import uvicorn
 
     port = _free_port()
-    app = create_app(models={"tiny": model_file}, device="cpu")
+    model = Path(os.environ.get("INSTYLE_DOCS_MODEL") or model_file)  # docs/make_pictures.py: a trained one
+    app = create_app(models={"tiny": model}, device="cpu", backend="eager")
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -159,7 +162,11 @@ def test_web_page_end_to_end(live_server: str, tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     upload = tmp_path / "photo.png"
-    Image.open(io.BytesIO(_png(96, 72, seed=3))).save(upload)
+    if os.environ.get("INSTYLE_DOCS_PHOTO"):
+        Image.open(os.environ["INSTYLE_DOCS_PHOTO"]).convert("RGB").save(upload)
+    else:
+        Image.open(io.BytesIO(_png(96, 72, seed=3))).save(upload)
+    expected = list(Image.open(upload).size)
     shot = Path("docs/webapp.png") if os.environ.get("INSTYLE_UPDATE_DOCS") == "1" else tmp_path / "webapp.png"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
@@ -180,7 +187,7 @@ def test_web_page_end_to_end(live_server: str, tmp_path: Path) -> None:
             page.click("#go")
             expect(page.locator("#status")).to_contain_text("Done", timeout=30_000)
             size = page.eval_on_selector("#after", "img => [img.naturalWidth, img.naturalHeight]")
-            assert size == [96, 72]
+            assert size == expected
             expect(page.locator("#download")).to_be_visible()
             page.screenshot(path=str(shot), full_page=True)
         finally:

@@ -90,6 +90,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _add_stylize(sub: argparse._SubParsersAction) -> None:
+    from instyle.fast import BACKENDS
+
     p = sub.add_parser("stylize", help="stylize images and folders",
                        description="Stylize image files and folders; outputs match the input size.")
     p.add_argument("inputs", nargs="+", help="image files and/or folders")
@@ -102,6 +104,10 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
                    help="refuse larger inputs (decompression-bomb guard); 0 disables it")
     _add_controls(p)
     p.add_argument("--device", default="auto")
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="inference path (default auto: the fastest one validated on this model and machine)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="stylize in tiles of this side (default: only images above 3840x2160; 0 = never)")
     p.set_defaults(func=_cmd_stylize)
 
 
@@ -128,7 +134,7 @@ def _cmd_stylize(a: argparse.Namespace) -> int:
         if not Path(item).exists():
             raise InstyleError(f"{item}: no such file or folder")
     controls = _controls(a)
-    stylizer = Stylizer.load(a.model or a.style, device=a.device)
+    stylizer = Stylizer.load(a.model or a.style, device=a.device, backend=a.backend, tile=a.tile)
     max_pixels = DEFAULT_MAX_PIXELS if a.max_pixels is None else (a.max_pixels or None)
     suffix = None if a.format is None else "." + a.format.lstrip(".").lower()
     report = stylize_paths(stylizer, a.inputs, a.output, suffix=suffix, max_pixels=max_pixels, warn=_warn,
@@ -237,6 +243,12 @@ def _add_model_choice(p: argparse.ArgumentParser) -> None:
     g.add_argument("-s", "--style", help="a shipped style name (see `instyle styles`)")
 
 
+def _add_backend(p: argparse.ArgumentParser) -> None:
+    from instyle.fast import BACKENDS
+
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference path (see `instyle stylize -h`)")
+
+
 def _add_video(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("video", help="stylize a video (keeps frame rate and audio)",
                        description="Stylize a video with PyAV: same frame rate, audio copied, H.264 output.")
@@ -247,6 +259,7 @@ def _add_video(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=4, help="frames per forward pass")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality (lower = better, larger)")
     _add_controls(p)
+    _add_backend(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_video)
@@ -259,7 +272,7 @@ def _cmd_video(a: argparse.Namespace) -> int:
     if not Path(a.input).is_file():
         raise InstyleError(f"{a.input}: no such video file")
     controls = _controls(a)
-    stylizer = Stylizer.load(a.model or a.style, device=a.device)
+    stylizer = Stylizer.load(a.model or a.style, device=a.device, backend=a.backend)
     r = stylize_video(stylizer, a.input, a.output, batch=a.batch, max_side=a.max_side, crf=a.crf,
                       progress=not a.quiet, **controls)
     print(f"wrote {a.output} ({r.frames} frames, {r.size[0]}x{r.size[1]}, {r.fps:g} fps, audio {r.audio}, "
@@ -274,17 +287,17 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                        description="Export a style network with dynamic height and width (+ a JSON card).")
     _add_model_choice(p)
     p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
-    p.add_argument("-o", "--output", required=True, help="FILE.onnx or FILE.pt to write (+ FILE.json)")
+    p.add_argument("-o", "--output", required=True, help="FILE.onnx or FILE.pt to write (+ FILE.onnx.json card)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset")
     p.set_defaults(func=_cmd_export)
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
-    from instyle.export import export_model
+    from instyle.export import card_path, export_model
 
     card = export_model(a.model or a.style, a.output, a.format, opset=a.opset)
     print(f"wrote {a.output} ({a.format}, input {card['input']['name']} N x 3 x H x W in [0, 1], "
-          f"sides >= {card['input']['min_side']} px) and {Path(a.output).with_suffix('.json')}")
+          f"sides >= {card['input']['min_side']} px) and {card_path(a.output)}")
     return 0
 
 
@@ -294,6 +307,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("-m", "--model", action="append", default=[], help="also offer this model file (repeatable)")
     p.add_argument("--max-upload-mb", type=float, default=20.0)
+    _add_backend(p)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_serve)
 
@@ -306,7 +320,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         if not Path(m).is_file():
             raise InstyleError(f"{m}: no such model file")
         models[Path(m).stem] = Path(m)
-    serve(host=a.host, port=a.port, models=models, max_upload_mb=a.max_upload_mb, device=a.device)
+    serve(host=a.host, port=a.port, models=models, max_upload_mb=a.max_upload_mb, device=a.device, backend=a.backend)
     return 0
 
 

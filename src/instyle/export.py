@@ -59,32 +59,37 @@ class ExportWrapper(nn.Module):
         return y[:, :, top : top + h, left : left + w]
 
 
-def size_multiple(module: nn.Module) -> int:
-    """The pad multiple of the generator inside ``Stylizer.module``."""
+def size_multiple(module: nn.Module) -> tuple[int, int]:
+    """The pad multiple and minimum padded side of the generator inside ``Stylizer.module``."""
     for m in module.modules():
         if hasattr(m, "size_multiple"):
-            return int(m.size_multiple)
-    return 1
+            return int(m.size_multiple), int(getattr(m, "min_size", 16))
+    return 1, 16
 
 
 def min_side(multiple: int, min_size: int = 16) -> int:
-    """Smallest side from which on every size reflection-pads (pad < side) as the eager model does."""
-    bad = [s for s in range(1, 4 * max(multiple, min_size))
-           if (lambda p: max(p // 2, p - p // 2))(_round_up(s, multiple, min_size) - s) >= s]
+    """Smallest side from which on the eager model reflection-pads too, so the exported graph matches it."""
+    bad = [s for s in range(1, 4 * max(multiple, min_size)) if _round_up(s, multiple, min_size) - s >= s]
     return max(bad, default=0) + 1
 
 
-def export_model(model: str | Path, output: str | Path, fmt: str = "onnx", *, example_size: int = 256,
+def card_path(output: str | Path) -> Path:
+    """``FILE.onnx.json``: never the ``MODEL.json`` card of a model exported next to itself."""
+    out = Path(output)
+    return out.with_name(out.name + ".json")
+
+
+def export_model(model: str | Path, output: str | Path, fmt: str = "onnx", *, example_size: int = 96,
                  opset: int = ONNX_OPSET) -> dict[str, Any]:
-    """Export a model file or shipped style; writes ``output`` and ``output``.json (the card)."""
+    """Export a model file or shipped style; writes ``output`` and ``card_path(output)``."""
     from instyle.stylize import Stylizer
 
     if fmt not in FORMATS:
         raise InstyleError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     out = Path(output)
     stylizer = Stylizer.load(model, device="cpu")
-    multiple = size_multiple(stylizer.module)
-    wrapper = ExportWrapper(stylizer.module, multiple).eval()
+    multiple, min_size = size_multiple(stylizer.module)
+    wrapper = ExportWrapper(stylizer.module, multiple, min_size).eval()
     example = torch.rand(1, 3, example_size, example_size)
     with atomic_path(out) as tmp, warnings.catch_warnings():
         # The tracer warns about the generator's Python-level pad checks; the wrapper makes them no-ops.
@@ -101,14 +106,14 @@ def export_model(model: str | Path, output: str | Path, fmt: str = "onnx", *, ex
         "file": out.name,
         "sha256": sha256_file(out),
         "input": {"name": "image", "shape": ["N", 3, "H", "W"], "dtype": "float32", "range": [0, 1],
-                  "layout": "RGB", "min_side": min_side(multiple)},
+                  "layout": "RGB", "min_side": min_side(multiple, min_size)},
         "output": {"name": "stylized", "shape": ["N", 3, "H", "W"], "dtype": "float32", "range": [0, 1]},
         "opset": opset if fmt == "onnx" else None,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "model": stylizer.card,
     }
-    atomic_write_text(out.with_suffix(".json"), json.dumps(card, indent=2) + "\n")
+    atomic_write_text(card_path(out), json.dumps(card, indent=2) + "\n")
     return card
 
 
@@ -119,7 +124,9 @@ def _export_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path, opset: i
     except ImportError:
         raise InstyleError("ONNX export needs the `onnx` package: pip install 'instyle[export]'") from None
     axes = {0: "batch", 2: "height", 3: "width"}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # Benign notes of the TorchScript-based exporter (slice folding, eval-mode instance norm).
+        warnings.simplefilter("ignore", UserWarning)
         torch.onnx.export(
             wrapper, (example,), str(path), input_names=["image"], output_names=["stylized"],
             dynamic_axes={"image": axes, "stylized": axes}, opset_version=opset, dynamo=False,

@@ -29,7 +29,9 @@ from instyle.data.images import (
     save_image,
     tensor_to_pil,
 )
+from instyle.fast import BACKENDS, Runner, build_runner
 from instyle.modelfile import load_model
+from instyle.tiling import AUTO_TILE_PIXELS, DEFAULT_OVERLAP, DEFAULT_TILE, stylize_tiled
 from instyle.utils import InstyleError, pick_device
 from instyle.zoo import resolve_model
 
@@ -48,15 +50,42 @@ class ClampedGenerator(nn.Module):
 class Stylizer:
     """A loaded style: call it on a PIL image, or use ``.module`` as a plain ``nn.Module``."""
 
-    def __init__(self, generator: nn.Module, card: dict[str, Any] | None = None, device: str = "auto"):
+    def __init__(self, generator: nn.Module, card: dict[str, Any] | None = None, device: str = "auto",
+                 backend: str = "auto", tile: int | None = None):
+        """``backend``: see ``instyle.fast`` (``auto`` picks the fastest path validated on this model).
+        ``tile``: tile side for large images (``None``: only above ``AUTO_TILE_PIXELS``; 0: never)."""
+        if backend not in BACKENDS:
+            raise InstyleError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if tile is not None and tile != 0 and tile <= 2 * DEFAULT_OVERLAP:
+            raise InstyleError(f"tile must be 0 (off) or larger than {2 * DEFAULT_OVERLAP}, got {tile}")
         self.device = pick_device(device)
         self.card = card or {}
         self.module = ClampedGenerator(generator).to(self.device).eval()
+        self.backend = backend
+        self.tile = tile
+        self._runner: Runner | None = None
 
     @classmethod
-    def load(cls, name_or_path: str | Path, device: str = "auto") -> Stylizer:
+    def load(cls, name_or_path: str | Path, device: str = "auto", backend: str = "auto",
+             tile: int | None = None) -> Stylizer:
         generator, card = load_model(resolve_model(name_or_path))
-        return cls(generator, card, device=device)
+        return cls(generator, card, device=device, backend=backend, tile=tile)
+
+    @property
+    def runner(self) -> Runner:
+        """The inference path, built on first use (``auto`` validates candidates on this model)."""
+        if self._runner is None:
+            self._runner = build_runner(self.module, self.backend, self.device)
+        return self._runner
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        """The network on (N, 3, H, W), whole or in tiles when the image is too large."""
+        h, w = x.shape[-2:]
+        tile = self.tile if self.tile is not None else (DEFAULT_TILE if h * w > AUTO_TILE_PIXELS else 0)
+        if tile and max(h, w) > tile:
+            eager = self.runner.eager_runner  # tiles need norm layers that accept injected statistics
+            return stylize_tiled(eager, eager.module, x, tile=tile)
+        return self.runner(x)
 
     @property
     def name(self) -> str:
@@ -75,7 +104,7 @@ class Stylizer:
         photo = (x.unsqueeze(0) if single else x).to(self.device, torch.float32)
         h, w = photo.shape[-2:]
         small = resize(photo, scaled_size(h, w, scale)) if scale != 1.0 else photo
-        y = resize(self.module(small), (h, w))
+        y = resize(self._run(small), (h, w))
         if preserve_colors:
             y = preserve_color(y, photo)
         if strength != 1.0:

@@ -26,6 +26,15 @@ from tqdm import tqdm
 from instyle import __version__
 from instyle.data.datasets import CropDataset, infinite_batches, split_holdout
 from instyle.data.images import list_images, load_image, pil_to_tensor
+from instyle.distributed import (
+    average_buffers,
+    barrier,
+    init_from_env,
+    local_device,
+    mean_over_ranks,
+    sharded_batches,
+    shutdown,
+)
 from instyle.evaluate import MAIN_TERMS, center_crops, loss_terms, run_model
 from instyle.losses.perceptual import PerceptualLoss, get_preset
 from instyle.modelfile import save_model
@@ -162,11 +171,18 @@ _RESUME_KEYS = ("style", "arch", "norm", "loss", "size", "batch", "seed", "lr", 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
           on_log: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train one style network; returns the model card that was written beside the weights."""
+    """Train one style network; returns the model card that was written beside the weights.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) each process takes its slice of the same global batch
+    and DDP averages gradients, so the result matches one process with batch ``cfg.batch``; only
+    rank 0 writes the log, checkpoints and the model, and every rank resumes from the checkpoint.
+    """
     out_path, ckpt_path, log_path = cfg.paths()
     if not Path(cfg.style).is_file():
         raise InstyleError(f"{cfg.style}: style image not found")
-    device = pick_device(cfg.device)
+    dist_info = init_from_env(pick_device(cfg.device))
+    main = dist_info.is_main
+    device = local_device(pick_device(cfg.device), dist_info)
     amp_dtype = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
 
@@ -182,7 +198,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
 
     train_files, hold_files = _content_files(cfg)
     dataset = CropDataset(train_files, cfg.size, seed=cfg.seed)
-    hold = center_crops(hold_files, cfg.size) if hold_files else None
+    hold = center_crops(hold_files, cfg.size) if hold_files and main else None
 
     state: dict[str, Any] = {"step": 0, "elapsed": 0.0, "holdout_curve": [], "last": {}}
     if resume:
@@ -193,35 +209,49 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         changed = [k for k in _RESUME_KEYS if k in old and old[k] != dataclasses.asdict(cfg)[k]]
         if changed:
             raise InstyleError(f"--resume: the checkpoint was made with different {', '.join(changed)}")
-        _truncate_log(log_path, state["step"])
-    elif log_path.exists():
+        if main:
+            _truncate_log(log_path, state["step"])
+    elif log_path.exists() and main:
         log_path.unlink()
     state["config"] = dataclasses.asdict(cfg)
 
-    batches: Iterator[torch.Tensor] = infinite_batches(
-        dataset, cfg.batch, seed=cfg.seed, num_workers=cfg.workers, start_step=state["step"]
-    )
-    bar = tqdm(total=cfg.iters, initial=state["step"], disable=not progress, unit="step",
+    net: torch.nn.Module = model
+    if dist_info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Buffers are averaged after each step instead of broadcast from rank 0 (see average_buffers).
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      broadcast_buffers=False)
+        batches: Iterator[torch.Tensor] = sharded_batches(
+            dataset, cfg.batch, cfg.seed, dist_info, num_workers=cfg.workers, start_step=state["step"])
+    else:
+        batches = infinite_batches(
+            dataset, cfg.batch, seed=cfg.seed, num_workers=cfg.workers, start_step=state["step"]
+        )
+    bar = tqdm(total=cfg.iters, initial=state["step"], disable=not progress or not main, unit="step",
                dynamic_ncols=True, desc=f"{cfg.arch}/{cfg.norm}")
     t0 = time.perf_counter() - state["elapsed"]
     while state["step"] < cfg.iters:
         x = next(batches).to(device, non_blocking=True)
         with autocast(device, amp_dtype):
-            y = model(x)
+            y = net(x)
             terms = criterion(y.float(), x)
         opt.zero_grad(set_to_none=True)
         scaler.scale(terms["total"]).backward()
         scaler.step(opt)
         scaler.update()
+        average_buffers(model, dist_info)
         state["step"] += 1
         step = state["step"]
         if not math.isfinite(terms["total"].item()):
             raise InstyleError(f"training diverged at step {step} (loss is not finite); lower --lr")
         if step % cfg.log_every == 0 or step == cfg.iters:
+            terms = mean_over_ranks(terms, dist_info)
             rec = {"step": step, **{k: round(v.item(), 6) for k, v in terms.items()},
                    "elapsed": round(time.perf_counter() - t0, 2)}
             state["last"] = rec
-            _append_log(log_path, rec)
+            if main:
+                _append_log(log_path, rec)
             bar.set_postfix({k: f"{rec[k]:.3g}" for k in MAIN_TERMS})
             if on_log:
                 on_log(rec)
@@ -230,16 +260,19 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             state["holdout_curve"].append(rec)
             _append_log(log_path, {"holdout": True, **rec})
         bar.update(1)
-        if step % cfg.checkpoint_every == 0 and step < cfg.iters:
+        if main and step % cfg.checkpoint_every == 0 and step < cfg.iters:
             state["elapsed"] = time.perf_counter() - t0
             save_checkpoint(ckpt_path, model, opt, state)
     bar.close()
     state["elapsed"] = time.perf_counter() - t0
 
     card = _model_card(cfg, loss_cfg.to_dict(), state, device, amp_dtype, len(train_files), len(hold_files))
-    save_model(model.cpu(), card, out_path)
-    if ckpt_path.exists():
-        ckpt_path.unlink()
+    if main:
+        save_model(model.cpu(), card, out_path)
+        if ckpt_path.exists():
+            ckpt_path.unlink()
+    barrier(dist_info)  # the model file exists for every rank once train() returns
+    shutdown(dist_info)
     return card
 
 

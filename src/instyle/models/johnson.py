@@ -45,6 +45,7 @@ class JohnsonNet(nn.Module):
     """The residual image transformation network; ``width`` scales every hidden layer."""
 
     size_multiple = 4
+    min_size = 16  # room for the 9×9 reflection pads, down to 1×1 inputs
 
     def __init__(self, norm: str = "instance", width: float = 1.0, n_res: int = 5):
         super().__init__()
@@ -62,6 +63,6 @@ class JohnsonNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        padded, size = pad_to_multiple(x, self.size_multiple)
+        padded, size = pad_to_multiple(x, self.size_multiple, self.min_size)
         y = self.decoder(self.residuals(self.encoder(padded)))
         return crop_to(y, size, padded.shape[-2:])

@@ -34,6 +34,8 @@ class UlyanovNet(nn.Module):
         self.scales = scales
         self.noise_channels = noise_channels
         self.size_multiple = 2 ** (scales - 1)
+        # at least 2×2 at the coarsest scale: instance statistics of a single pixel are undefined
+        self.min_size = 2 * self.size_multiple
         cin = 3 + noise_channels
         self.branches = nn.ModuleList(_block(cin, channels, norm) for _ in range(scales))
         # joins[j] merges the running result (channels*(j+1)) with scale j+1's branch (channels).
@@ -55,7 +57,7 @@ class UlyanovNet(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        padded, size = pad_to_multiple(x, self.size_multiple)
+        padded, size = pad_to_multiple(x, self.size_multiple, self.min_size)
         pyramid = self._inputs(padded)
         y = self.branches[0](pyramid[0])
         for j in range(self.scales - 1):

@@ -68,8 +68,9 @@ def _thumbnail_photo() -> Image.Image:
 class StyleRegistry:
     """Shipped styles plus models given by path; Stylizers are loaded once and cached (thread-safe)."""
 
-    def __init__(self, models: dict[str, Path] | None, device: str = "auto"):
+    def __init__(self, models: dict[str, Path] | None, device: str = "auto", backend: str = "auto"):
         self.device = device
+        self.backend = backend
         self.entries: dict[str, StyleEntry] = {}
         for name, card in list_styles().items():
             self.entries[name] = StyleEntry(name, _title(card, name), ZOO_DIR / f"{name}.safetensors", True)
@@ -85,7 +86,7 @@ class StyleRegistry:
 
         with self._lock:
             if name not in self._stylizers:
-                self._stylizers[name] = Stylizer.load(self.entries[name].path, device=self.device)
+                self._stylizers[name] = Stylizer.load(self.entries[name].path, device=self.device, backend=self.backend)
             return self._stylizers[name]
 
     def thumbnail(self, name: str) -> bytes:
@@ -136,9 +137,9 @@ def _run(registry: StyleRegistry, style: str, data: bytes, max_pixels: int, fmt:
 
 
 def create_app(models: dict[str, Path] | None = None, max_upload_mb: float = 20, max_pixels: int = DEFAULT_MAX_PIXELS,
-               device: str = "auto", max_concurrency: int = 2) -> FastAPI:
+               device: str = "auto", backend: str = "auto", max_concurrency: int = 2) -> FastAPI:
     """The FastAPI app; ``models`` (name -> .safetensors) are offered next to the shipped styles."""
-    registry = StyleRegistry(models, device=device)
+    registry = StyleRegistry(models, device=device, backend=backend)
     max_bytes = int(max_upload_mb * 1024 * 1024)
     # A thread semaphore, taken inside the worker: it works whatever event loop(s) serve the app.
     slots = threading.BoundedSemaphore(max_concurrency)

@@ -1,0 +1,87 @@
+"""Inference backends: each agrees with fp32 eager, ``auto`` only picks validated paths."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from instyle.fast import MIN_PSNR, build_runner, check_psnr, psnr, sample_image
+from instyle.models import create_model
+from instyle.stylize import ClampedGenerator, Stylizer
+from instyle.utils import InstyleError, cpu_supports_bf16
+
+
+@pytest.fixture(scope="module")
+def module() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return ClampedGenerator(create_model("johnson-half", norm="instance")).eval()
+
+
+def test_eager_is_the_module(module: torch.nn.Module) -> None:
+    x = sample_image((40, 56))
+    with torch.inference_mode():
+        assert torch.equal(build_runner(module, "eager", "cpu")(x), module(x))
+
+
+def test_channels_last_matches_and_leaves_the_module_alone(module: torch.nn.Module) -> None:
+    runner = build_runner(module, "channels_last", "cpu")
+    assert check_psnr(runner, module, (48, 64)) > 80
+    assert runner.module is not module
+    assert next(module.parameters()).is_contiguous()  # the user's module is not converted
+
+
+def test_bf16_is_close_and_fp32_in_out(module: torch.nn.Module) -> None:
+    runner = build_runner(module, "bf16", "cpu")
+    y = runner(sample_image((48, 64)))
+    assert y.dtype == torch.float32 and y.shape == (1, 3, 48, 64)
+    assert next(module.parameters()).dtype == torch.float32
+    assert check_psnr(runner, module, (64, 64)) > 30  # measured values for trained models: docs/benchmarks.md
+
+
+def test_onnxruntime_handles_sizes_not_seen_at_export(module: torch.nn.Module) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    runner = build_runner(module, "onnxruntime", "cpu")
+    for size in ((37, 53), (64, 80), (9, 9)):
+        x = sample_image(size, n=2)
+        with torch.inference_mode():
+            ref = module(x)
+        out = runner(x)
+        assert out.shape == ref.shape
+        torch.testing.assert_close(out, ref, atol=1e-4, rtol=0)
+
+
+def test_bad_backends_are_refused(module: torch.nn.Module) -> None:
+    with pytest.raises(InstyleError, match="unknown backend"):
+        build_runner(module, "tensorrt", "cpu")
+    with pytest.raises(InstyleError, match="CUDA"):
+        build_runner(module, "fp16", "cpu")
+    with pytest.raises(InstyleError, match="unknown backend"):
+        Stylizer(create_model("johnson-half"), backend="nope")
+
+
+def test_auto_picks_a_validated_path(module: torch.nn.Module) -> None:
+    runner = build_runner(module, "auto", "cpu")
+    assert runner.backend == ("bf16" if cpu_supports_bf16() else "eager")
+    assert check_psnr(runner, module, (64, 64)) >= MIN_PSNR or runner.backend == "eager"
+    # A path that misses the threshold is never chosen: with an impossible bar, auto falls back to eager.
+    assert build_runner(module, "auto", "cpu", min_psnr=float("inf")).backend == "eager"
+
+
+def test_stylizer_keeps_the_plain_module_and_controls() -> None:
+    torch.manual_seed(0)
+    fast = Stylizer(create_model("johnson-half"), device="cpu", backend="auto")
+    ref = Stylizer(create_model("johnson-half"), device="cpu", backend="eager")
+    ref.module.load_state_dict(fast.module.state_dict())
+    assert isinstance(fast.module, ClampedGenerator)
+    x = sample_image((50, 70))[0]
+    for controls in ({}, {"strength": 0.5, "preserve_colors": True}, {"scale": 2.0}):
+        a, b = fast.stylize_tensor(x, **controls), ref.stylize_tensor(x, **controls)
+        assert a.shape == x.shape
+        assert psnr(a, b) > 35
+
+
+@pytest.mark.slow
+def test_compile_matches_eager(module: torch.nn.Module) -> None:
+    runner = build_runner(module, "compile", "cpu")
+    assert check_psnr(runner, module, (32, 32)) > 60
