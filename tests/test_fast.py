@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from instyle.fast import MIN_PSNR, build_runner, check_psnr, psnr, sample_image
+from instyle.fast import MIN_PSNR, auto_candidates, build_runner, check_psnr, psnr, sample_image
 from instyle.models import create_model
 from instyle.stylize import ClampedGenerator, Stylizer
 from instyle.utils import InstyleError, cpu_supports_bf16
@@ -51,6 +51,18 @@ def test_onnxruntime_handles_sizes_not_seen_at_export(module: torch.nn.Module) -
         torch.testing.assert_close(out, ref, atol=1e-4, rtol=0)
 
 
+def test_onnxruntime_ulyanov_small_and_odd_sizes() -> None:
+    """The multi-scale net pads to 64 px at least; below the graph's exact size, eager takes over."""
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(1)
+    net = ClampedGenerator(create_model("ulyanov", norm="instance")).eval()
+    runner = build_runner(net, "onnxruntime", "cpu")
+    for size in ((20, 20), (70, 45), (96, 130)):
+        x = sample_image(size)
+        with torch.inference_mode():
+            torch.testing.assert_close(runner(x), net(x), atol=5e-4, rtol=0)
+
+
 def test_bad_backends_are_refused(module: torch.nn.Module) -> None:
     with pytest.raises(InstyleError, match="unknown backend"):
         build_runner(module, "tensorrt", "cpu")
@@ -62,7 +74,10 @@ def test_bad_backends_are_refused(module: torch.nn.Module) -> None:
 
 def test_auto_picks_a_validated_path(module: torch.nn.Module) -> None:
     runner = build_runner(module, "auto", "cpu")
-    assert runner.backend == ("bf16" if cpu_supports_bf16() else "eager")
+    assert runner.backend == auto_candidates(torch.device("cpu"))[0]
+    assert auto_candidates(torch.device("cpu"))[-1] == "eager"
+    if cpu_supports_bf16():
+        assert "bf16" in auto_candidates(torch.device("cpu"))
     assert check_psnr(runner, module, (64, 64)) >= MIN_PSNR or runner.backend == "eager"
     # A path that misses the threshold is never chosen: with an impossible bar, auto falls back to eager.
     assert build_runner(module, "auto", "cpu", min_psnr=float("inf")).backend == "eager"

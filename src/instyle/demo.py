@@ -17,6 +17,12 @@ from instyle.zoo import ZOO_DIR, list_styles
 
 DEMO_PHOTOS = ZOO_DIR.parent / "assets" / "demo"
 DEMO_SIDE = 512
+# The fetched training-set files the bundled demo photos were made from: training skips them so
+# the gallery only ever shows photos no model was trained on.
+DEMO_SOURCES = frozenset({
+    "skimage-astronaut.jpg", "skimage-chelsea.jpg", "skimage-coffee.jpg", "skimage-rocket.jpg",
+    "matplotlib-grace-hopper.jpg", "gcompris-explore-monuments-greatwallofchina.jpg",
+})
 
 
 def _demo_photos() -> list[Path]:

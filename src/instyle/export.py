@@ -9,6 +9,7 @@ graph stays correct for sizes never seen at export time.
 
 from __future__ import annotations
 
+import io
 import json
 import platform
 import warnings
@@ -117,7 +118,19 @@ def export_model(model: str | Path, output: str | Path, fmt: str = "onnx", *, ex
     return card
 
 
-def _export_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+def onnx_bytes(module: nn.Module, example_size: int = 96, opset: int = ONNX_OPSET) -> tuple[bytes, int]:
+    """``module`` (``Stylizer.module``, on the CPU) as an in-memory ONNX graph with dynamic N/H/W, and
+    the smallest side it matches PyTorch on (the ONNX Runtime backend of ``instyle.fast`` uses this)."""
+    multiple, min_size = size_multiple(module)
+    wrapper = ExportWrapper(module, multiple, min_size).eval()
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        _export_onnx(wrapper, torch.rand(1, 3, example_size, example_size), buf, opset)
+    return buf.getvalue(), min_side(multiple, min_size)
+
+
+def _export_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path | io.BytesIO, opset: int) -> None:
     """The TorchScript-based exporter: it records shape arithmetic, and needs no onnxscript."""
     try:
         import onnx  # noqa: F401  (torch.onnx needs it; fail with a clear message)
@@ -128,6 +141,7 @@ def _export_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path, opset: i
         # Benign notes of the TorchScript-based exporter (slice folding, eval-mode instance norm).
         warnings.simplefilter("ignore", UserWarning)
         torch.onnx.export(
-            wrapper, (example,), str(path), input_names=["image"], output_names=["stylized"],
+            wrapper, (example,), path if isinstance(path, io.BytesIO) else str(path),
+            input_names=["image"], output_names=["stylized"],
             dynamic_axes={"image": axes, "stylized": axes}, opset_version=opset, dynamo=False,
         )

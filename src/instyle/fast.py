@@ -21,8 +21,9 @@ backend            what it does
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import io
+import hashlib
 import math
 from collections import OrderedDict
 from collections.abc import Callable
@@ -32,8 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from instyle.models.layers import crop_to, pad_to_multiple
-from instyle.utils import InstyleError, cpu_supports_bf16, pick_device
+from instyle.utils import InstyleError, atomic_write_bytes, atomic_write_text, cache_dir, cpu_supports_bf16, pick_device
 
 BACKENDS = ("auto", "eager", "channels_last", "bf16", "compile", "compile-bf16", "onnxruntime", "fp16", "cuda-graphs")
 MIN_PSNR = 40.0
@@ -116,18 +116,9 @@ class CompiledRunner(ModuleRunner):
             return self.compiled(self.prepare(x)).float().contiguous()
 
 
-def _size_multiple(module: nn.Module) -> int:
-    """The generator's padding multiple (inputs of that multiple pass through its pad/crop untouched)."""
-    for m in module.modules():
-        mult = getattr(m, "size_multiple", None)
-        if isinstance(mult, int):
-            return mult
-    return 32
-
-
 class OnnxRunner(Runner):
-    """ONNX Runtime (CPU provider). The graph is exported at a size the network needs no padding for,
-    with dynamic N/H/W; other sizes are padded and cropped here exactly as the module itself does."""
+    """ONNX Runtime (CPU provider) on the graph ``instyle export`` writes: dynamic N/H/W, padding and
+    cropping inside the graph. Images smaller than the graph's ``min_side`` go to eager PyTorch."""
 
     backend = "onnxruntime"
 
@@ -138,10 +129,8 @@ class OnnxRunner(Runner):
             raise InstyleError("the onnxruntime backend needs `pip install instyle[export]`") from None
         self.device = device
         self.module = module
-        self.multiple = _size_multiple(module)
         self._fallback = ModuleRunner(module, device)
-        side = max(64, self.multiple * 2)
-        data = export_onnx(module, side)
+        data, self.min_side = cached_onnx(module)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -153,36 +142,32 @@ class OnnxRunner(Runner):
         return self._fallback
 
     def __call__(self, x: Tensor) -> Tensor:
-        padded, size = pad_to_multiple(x.detach().float().cpu(), self.multiple)
-        (y,) = self.session.run(None, {self.input_name: padded.contiguous().numpy()})
-        return crop_to(torch.from_numpy(y), size, padded.shape[-2:]).contiguous().to(x.device)
+        if min(x.shape[-2:]) < self.min_side:
+            return self._fallback(x)
+        (y,) = self.session.run(None, {self.input_name: x.detach().float().cpu().contiguous().numpy()})
+        return torch.from_numpy(y).to(x.device)
 
 
-def export_onnx(module: nn.Module, side: int = 64, opset: int = 17) -> bytes:
-    """ONNX bytes for ``module`` with dynamic batch, height and width.
+def cached_onnx(module: nn.Module) -> tuple[bytes, int]:
+    """``export.onnx_bytes`` once per set of weights: the export takes seconds, a one-image CLI call
+    shouldn't pay it. Returns the graph and its smallest exact side."""
+    from instyle.export import onnx_bytes
 
-    Traced at ``side``×``side`` (a multiple of the network's padding multiple) so the graph holds
-    no size-specific pad/crop; callers pad other sizes to the multiple first (``OnnxRunner``).
-    """
-    import warnings
-
-    buf = io.BytesIO()
-    dummy = torch.rand(1, 3, side, side)
-    on_cpu = next(module.parameters()).device.type == "cpu"
-    net = module if on_cpu else copy.deepcopy(module).cpu()
-    was_training = net.training
-    net.eval()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python branches
-            torch.onnx.export(
-                net, (dummy,), buf, input_names=["image"], output_names=["stylized"], opset_version=opset,
-                dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}, "stylized": {0: "n", 2: "h", 3: "w"}},
-                dynamo=False,
-            )
-    finally:
-        net.train(was_training)
-    return buf.getvalue()
+    h = hashlib.sha256(f"{torch.__version__}|{module!r}".encode())
+    for k, v in module.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    path = cache_dir() / "onnx" / f"{h.hexdigest()[:32]}.onnx"
+    meta = path.with_suffix(".min_side")
+    if path.is_file() and meta.is_file():
+        return path.read_bytes(), int(meta.read_text())
+    module_cpu = module if next(module.parameters()).device.type == "cpu" else copy.deepcopy(module).cpu()
+    data, side = onnx_bytes(module_cpu.eval())
+    with contextlib.suppress(OSError):  # a read-only cache only costs the next call another export
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data)
+        atomic_write_text(meta, str(side))
+    return data, side
 
 
 class CudaGraphRunner(ModuleRunner):
@@ -232,26 +217,30 @@ def available_backends(device: torch.device) -> list[str]:
     """Backends that can run on ``device`` here (whether they are fast or accurate is another matter)."""
     names = ["eager", "channels_last", "compile"]
     if device.type == "cpu":
-        names += ["bf16", "compile-bf16"]
-        try:
-            import onnxruntime  # noqa: F401
-
-            names.append("onnxruntime")
-        except ImportError:
-            pass
+        names += ["bf16", "compile-bf16"] + (["onnxruntime"] if _has_onnxruntime() else [])
     if device.type == "cuda":
         names += ["bf16", "fp16", "cuda-graphs"]
     return names
 
 
+def _has_onnxruntime() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def auto_candidates(device: torch.device) -> list[str]:
-    """What ``auto`` tries, best first (each must pass the PSNR check). Compiled paths are left out:
-    their warm-up costs tens of seconds per image size, which a one-off stylization never recovers.
-    On the CPU plain ``channels_last`` loses to ``eager`` for the Johnson net (measured; see
-    docs/benchmarks.md), so it is not a fallback either."""
+    """What ``auto`` tries, best first (each must pass the PSNR check); measured order, see
+    docs/benchmarks.md. On a CPU with native bf16, bf16 eager is fastest (and needs no export);
+    ONNX Runtime (fp32) comes next and is the pick elsewhere; plain ``channels_last`` is noise.
+    Compiled paths are never automatic (though ``compile-bf16`` wins at 1024² and up): their
+    warm-up costs tens of seconds per image size, which one image never recovers."""
     if device.type == "cuda":
         return ["fp16", "eager"]
-    return (["bf16"] if cpu_supports_bf16() else []) + ["eager"]
+    return (["bf16"] if cpu_supports_bf16() else []) + (["onnxruntime"] if _has_onnxruntime() else []) + ["eager"]
 
 
 def build_runner(module: nn.Module, backend: str = "auto", device: str | torch.device = "auto",

@@ -72,7 +72,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"
     device: str = "auto"
-    workers: int = 0
+    workers: int | str = 0  # or "auto"
     holdout: int = 8  # content photos kept out of training for the held-out loss curve
     eval_every: int = 200
     checkpoint_every: int = 200
@@ -119,7 +119,9 @@ def load_style_tensor(path: str | Path, long_side: int) -> torch.Tensor:
 
 
 def _content_files(cfg: TrainConfig) -> tuple[list[Path], list[Path]]:
-    files = list_images([cfg.content])
+    from instyle.demo import DEMO_SOURCES
+
+    files = [f for f in list_images([cfg.content]) if f.name not in DEMO_SOURCES]
     if not files:
         raise InstyleError(f"{cfg.content}: no images found (run `instyle data fetch` for a training set)")
     n_hold = cfg.holdout if len(files) >= 5 * cfg.holdout else 0

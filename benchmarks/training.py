@@ -1,0 +1,110 @@
+"""Training speed (steps/s) of the training step in ``instyle.train`` under each precision/layout,
+against fp32 eager measured in the same run (interleaved rounds, medians).
+
+A step is what ``train()`` does: generator forward, VGG16 perceptual loss, backward, Adam. Data
+loading is left out on purpose (``CropDataset`` caches decoded crops; ``--workers auto`` overlaps
+the rest), so the numbers are the compute ceiling.
+
+    python benchmarks/training.py                       # CPU: fp32, bf16, channels_last (+bf16)
+    python benchmarks/training.py --device cuda --modes fp32 bf16 fp16 channels_last-bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from instyle.fast import sample_image
+from instyle.losses.perceptual import PerceptualLoss, get_preset
+from instyle.models import create_model
+from instyle.utils import machine_description
+
+MODES = ("fp32", "bf16", "channels_last", "channels_last-bf16", "fp16", "channels_last-fp16")
+
+
+class Step:
+    """One training set-up; ``__call__`` runs ``n`` optimizer steps."""
+
+    def __init__(self, mode: str, arch: str, size: int, batch: int, device: torch.device, weights: str):
+        torch.manual_seed(0)
+        self.device = device
+        self.fmt = torch.channels_last if mode.startswith("channels_last") else torch.contiguous_format
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode.rsplit("-", 1)[-1])
+        self.model = create_model(arch).to(device, memory_format=self.fmt).train()
+        self.loss = PerceptualLoss(get_preset("johnson"), weights=weights).to(device, memory_format=self.fmt)
+        self.loss.set_style(sample_image((256, 256), seed=1).to(device))
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+        self.x = sample_image((size, size), n=batch).to(device).contiguous(memory_format=self.fmt)
+
+    def __call__(self, n: int) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(n):
+            ctx = torch.autocast(self.device.type, self.dtype) if self.dtype else contextlib.nullcontext()
+            with ctx:
+                terms = self.loss(self.model(self.x).float(), self.x)
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(terms["total"]).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t) / n
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--arch", default="johnson")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--modes", nargs="*", help=f"from {', '.join(MODES)} (default: fp32 + the device's)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of --steps steps per mode")
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--vgg", default="imagenet", help="imagenet (needs the cached weights) or random: same speed")
+    p.add_argument("--out", default="benchmarks/results")
+    a = p.parse_args()
+
+    device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if a.device == "auto" else a.device))
+    default = ["fp32", "bf16", "channels_last", "channels_last-bf16"]
+    modes = a.modes or ([*default, "fp16", "channels_last-fp16"] if device.type == "cuda" else default)
+    modes = ["fp32", *[m for m in modes if m != "fp32"]]
+    steps = {m: Step(m, a.arch, a.size, a.batch, device, a.vgg) for m in modes}
+    for s in steps.values():
+        s(1)  # warm-up: allocator, oneDNN/cuDNN algorithm choice
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    for _ in range(a.rounds):
+        for m, s in steps.items():
+            times[m].append(s(a.steps))
+    base = statistics.median(times["fp32"])
+    rows: list[dict[str, Any]] = []
+    for m in modes:
+        sec = statistics.median(times[m])
+        rows.append({"mode": m, "s_per_step": round(sec, 3), "steps_per_s": round(1 / sec, 3),
+                     "images_per_s": round(a.batch / sec, 2), "speedup": round(base / sec, 2)})
+    header = (f"## Training, {device.type}: {machine_description()}, torch {torch.__version__}\n\n"
+              f"`{a.arch}` at {a.size}², batch {a.batch}, VGG16 perceptual loss (johnson preset), Adam; median of "
+              f"{a.rounds} interleaved rounds of {a.steps} steps after one warm-up step.")
+    lines = [header, "", "| mode | s/step | steps/s | images/s | vs fp32 eager |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['mode']} | {r['s_per_step']:.3f} | {r['steps_per_s']:.3f} | {r['images_per_s']:.2f} | "
+              f"{r['speedup']:.2f}× |" for r in rows]
+    text = "\n".join(lines) + "\n"
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"training-{device.type}.md").write_text(text)
+    (out / f"training-{device.type}.json").write_text(json.dumps({"machine": machine_description(), "rows": rows}))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
