@@ -25,12 +25,11 @@ demo: weights
 	$(BIN)/instyle demo
 
 test: weights chromium
-	$(BIN)/ruff check src tests benchmarks experiments
+	$(BIN)/ruff check src tests benchmarks experiments docs
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks experiments
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks experiments docs
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
