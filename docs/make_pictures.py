@@ -84,7 +84,7 @@ def export_check(model: Path, out: Path) -> None:
     with torch.inference_mode():
         y_torch = Stylizer.load(model, backend="eager").module(x)
     diff = ((y_onnx - y_torch).abs() * 1000).clamp(0, 1)
-    labels = ["photo (333×250)", "PyTorch", "ONNX Runtime", f"|diff| ×1000 (max {(y_onnx - y_torch).abs().max():.1e})"]
+    labels = ["photo (333x250)", "PyTorch", "ONNX Runtime", f"|diff| x1000 (max {(y_onnx - y_torch).abs().max():.1e})"]
     images = [photo, tensor_to_pil(y_torch), tensor_to_pil(y_onnx), tensor_to_pil(diff)]
     contact_sheet([images], col_labels=labels, cell=240).save(out, quality=85)
     print(f"wrote {out} ({out.stat().st_size // 1024} KB)")
