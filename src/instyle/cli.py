@@ -128,10 +128,13 @@ def _add_controls(p: argparse.ArgumentParser) -> None:
 
 
 def _controls(a: argparse.Namespace) -> dict[str, float | bool]:
-    if not 0.0 <= a.strength <= 1.0:
-        raise InstyleError(f"--strength must be between 0 and 1, got {a.strength}")
-    if not 0.1 <= a.scale <= 8.0:
-        raise InstyleError(f"--scale must be between 0.1 and 8, got {a.scale}")
+    from instyle.controls import check_scale, check_strength
+
+    try:
+        check_strength(a.strength)
+        check_scale(a.scale)
+    except ValueError as exc:
+        raise InstyleError(f"--{exc}") from None
     return {"strength": a.strength, "preserve_colors": a.preserve_color, "scale": a.scale}
 
 

@@ -28,10 +28,14 @@ def preserve_color(stylized: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
     return ycbcr_to_rgb(torch.cat([y, cbcr], dim=1)).clamp(0, 1)
 
 
-def blend(stylized: torch.Tensor, photo: torch.Tensor, strength: float) -> torch.Tensor:
-    """``strength`` 0 gives the photo back, 1 the full stylization."""
+def check_strength(strength: float) -> None:
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength must be between 0 and 1, got {strength}")
+
+
+def blend(stylized: torch.Tensor, photo: torch.Tensor, strength: float) -> torch.Tensor:
+    """``strength`` 0 gives the photo back, 1 the full stylization."""
+    check_strength(strength)
     return torch.lerp(photo, stylized, strength)
 
 

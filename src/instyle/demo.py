@@ -25,20 +25,6 @@ DEMO_SOURCES = frozenset({
 })
 
 
-def _demo_photos() -> list[Path]:
-    """Bundled demo photos; without them, held-out photos of the fetched training set."""
-    bundled = sorted(p for p in DEMO_PHOTOS.glob("*.jpg"))
-    if bundled:
-        return bundled
-    from instyle.data.datasets import split_holdout
-    from instyle.data.fetch import fetch_dataset
-    from instyle.data.images import list_images
-
-    data = fetch_dataset()
-    _, held = split_holdout(list_images([data / "content"]), 8, seed=0)
-    return held[:4]
-
-
 def _fallback_model(log: Callable[[str], None]) -> Path:
     from instyle.data.fetch import fetch_dataset, style_path
     from instyle.train import TrainConfig, train
@@ -59,7 +45,7 @@ def run_demo(out: Path, log: Callable[[str], None] = print, gallery: Path | None
     styles: dict[str, str | Path] = {name: name for name in list_styles()}
     if not styles:
         styles = {"starry-night-demo": _fallback_model(log)}
-    photos = _demo_photos()
+    photos = sorted(DEMO_PHOTOS.glob("*.jpg"))
     inputs = []
     for p in photos:
         img = load_image(p).rgb

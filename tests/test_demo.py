@@ -1,0 +1,38 @@
+"""The demo's plumbing (photos, outputs, contact sheet) with a stand-in model instead of training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+import instyle.demo as demo
+
+
+def test_demo_stylizes_every_bundled_photo_and_writes_a_sheet(model_file: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(demo, "list_styles", dict)  # as in a build with no shipped styles
+    monkeypatch.setattr(demo, "_fallback_model", lambda log: model_file)
+    lines: list[str] = []
+    sheet = demo.run_demo(tmp_path / "out", log=lines.append, gallery=tmp_path / "gallery.jpg")
+    photos = sorted(demo.DEMO_PHOTOS.glob("*.jpg"))
+    assert len(photos) >= 4
+    outs = sorted((tmp_path / "out" / "starry-night-demo").glob("*.jpg"))
+    assert [p.stem for p in outs] == [p.stem for p in photos]
+    for photo, out in zip(photos, outs, strict=True):
+        w, h = Image.open(photo).size
+        assert Image.open(out).size == (w, h)
+    assert Image.open(sheet).size[0] > 1000
+    assert any("contact sheet" in line for line in lines)
+
+
+def test_demo_photos_are_never_trained_on(photos_dir: Path, tmp_path: Path) -> None:
+    from instyle.train import TrainConfig, _content_files
+
+    folder = tmp_path / "content"
+    folder.mkdir()
+    for f in sorted(photos_dir.glob("*.jpg"))[:6]:
+        (folder / f.name).write_bytes(f.read_bytes())
+    (folder / "skimage-chelsea.jpg").write_bytes(next(photos_dir.glob("*.jpg")).read_bytes())
+    train, held = _content_files(TrainConfig(style="s.png", content=str(folder), output="m.safetensors", holdout=0))
+    assert "skimage-chelsea.jpg" not in {f.name for f in train + held}
+    assert len(train) == 6
