@@ -27,6 +27,7 @@ from instyle.data.images import (
     load_image,
     pil_to_tensor,
     save_image,
+    split_alpha,
     tensor_to_pil,
 )
 from instyle.fast import BACKENDS, Runner, build_runner
@@ -114,10 +115,8 @@ class Stylizer:
 
     def __call__(self, image: Image.Image, **controls: Any) -> Image.Image:
         """Same size out as in; an alpha channel is carried over untouched. See ``stylize_tensor``."""
-        alpha = image.getchannel("A") if "A" in image.getbands() else None
-        if image.mode == "P" and "transparency" in image.info:
-            alpha = image.convert("RGBA").getchannel("A")
-        out = tensor_to_pil(self.stylize_tensor(pil_to_tensor(image.convert("RGB")), **controls))
+        rgb, alpha = split_alpha(image)
+        out = tensor_to_pil(self.stylize_tensor(pil_to_tensor(rgb), **controls))
         if alpha is not None:
             out.putalpha(alpha)
         return out

@@ -33,6 +33,7 @@ __all__ = [
     "load_image",
     "pil_to_tensor",
     "save_image",
+    "split_alpha",
     "tensor_to_pil",
 ]
 
@@ -155,6 +156,12 @@ def _normalise(im: Image.Image) -> tuple[Image.Image, Image.Image | None, int]:
         return gray.convert("RGB"), None, bits
     # RGB, L, 1, CMYK (Pillow undoes Adobe's inverted CMYK), YCbCr, LAB, HSV, RGBX, ...
     return im.convert("RGB"), None, 8
+
+
+def split_alpha(im: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """(8-bit RGB, alpha or None) for an in-memory image of any mode: the API's twin of ``load_image``."""
+    rgb, alpha, _ = _normalise(im)
+    return rgb, alpha
 
 
 def _open_header(p: Path) -> Image.Image:
