@@ -21,15 +21,16 @@ weights: $(STAMP)
 
 setup: $(STAMP)
 
-demo: weights
+# The shipped styles need no VGG16; a bare build's fallback training prepares it on first use.
+demo: $(STAMP)
 	$(BIN)/instyle demo
 
 test: weights chromium
-	$(BIN)/ruff check src tests benchmarks experiments docs
+	$(BIN)/ruff check src tests benchmarks experiments docs scripts
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks experiments docs
+	$(BIN)/ruff check src tests benchmarks experiments docs scripts
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

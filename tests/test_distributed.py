@@ -25,8 +25,8 @@ train(TrainConfig(**json.loads(sys.argv[1])), progress=False)
 """
 
 
-def _cfg(photos: Path, style: Path, out: Path) -> TrainConfig:
-    return TrainConfig(style=str(style), content=str(photos), output=str(out), arch="johnson-half", size=32,
+def _cfg(photos: Path, style: Path, out: Path, norm: str = "instance") -> TrainConfig:
+    return TrainConfig(style=str(style), content=str(photos), output=str(out), arch="johnson-half", norm=norm, size=32,
                        style_size=32, batch=4, iters=4, precision="fp32", device="cpu", holdout=0,
                        log_every=1, checkpoint_every=1000, vgg_weights="random")
 
@@ -40,6 +40,11 @@ def _norm_invariant(model: torch.nn.Module) -> set[str]:
     for i, n in enumerate(names[:-1]):
         if isinstance(mods[n], torch.nn.Conv2d) and isinstance(mods[names[i + 1]], Norm2d):
             out.add(f"{n}.bias")
+    # The shift of a residual block's last norm adds a per-channel constant that the next conv turns
+    # into another constant, which the next norm removes again (only reflection borders leak): its
+    # true gradient is near zero too, so it carries the same amplified noise (~lr) under batch norm.
+    out |= {f"{n}.bias" for n, m in mods.items() if isinstance(m, Norm2d) and n.startswith("residuals.")
+            and n.endswith("body.3")}
     return out
 
 
@@ -51,11 +56,13 @@ def test_shard_slice_splits_the_global_batch() -> None:
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one(photos_dir: Path, style_image: Path, tmp_path: Path) -> None:
-    single = _cfg(photos_dir, style_image, tmp_path / "single.safetensors")
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_two_gloo_processes_match_one(photos_dir: Path, style_image: Path, tmp_path: Path, norm: str) -> None:
+    """Batch norm included: its statistics are all-reduced, so each rank normalises by the global batch."""
+    single = _cfg(photos_dir, style_image, tmp_path / "single.safetensors", norm)
     train(single, progress=False)
 
-    ddp = _cfg(photos_dir, style_image, tmp_path / "ddp.safetensors")
+    ddp = _cfg(photos_dir, style_image, tmp_path / "ddp.safetensors", norm)
     script = tmp_path / "run_train.py"
     script.write_text(SCRIPT)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -70,11 +77,14 @@ def test_two_gloo_processes_match_one(photos_dir: Path, style_image: Path, tmp_p
     assert a.keys() == b.keys()
     skip = _norm_invariant(load_model(single.output)[0])
     diffs = {k: (b[k] - a[k]).abs().max().item() for k in a if k not in skip and "running" not in k}
-    assert max(diffs.values()) < 3e-4, sorted(diffs.items(), key=lambda kv: -kv[1])[:5]
+    # Batch norm couples the images, so each gradient is a sum over the global batch formed in another
+    # order on 2 ranks than on 1: a little more noise (seen: 4e-4), still far below wrong sharding.
+    tol = 3e-4 if norm == "instance" else 8e-4
+    assert max(diffs.values()) < tol, sorted(diffs.items(), key=lambda kv: -kv[1])[:5]
     ma, mb = load_model(single.output)[0].eval(), load_model(ddp.output)[0].eval()
     x = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        torch.testing.assert_close(mb(x), ma(x), atol=1e-3, rtol=0)
+        torch.testing.assert_close(mb(x), ma(x), atol=1e-3 if norm == "instance" else 3e-3, rtol=0)
     # Only rank 0 wrote the log, and it holds the loss averaged over ranks = the single-process loss.
     log_a = [json.loads(ln) for ln in Path(single.paths()[2]).read_text().splitlines()]
     log_b = [json.loads(ln) for ln in Path(ddp.paths()[2]).read_text().splitlines()]

@@ -19,7 +19,9 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="the web app needs the 'serve' extra")
 from fastapi.testclient import TestClient
 
+from instyle.modelfile import read_card
 from instyle.serve import create_app
+from instyle.zoo.ship import card_defaults
 
 CHROMIUM = os.environ.get("INSTYLE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -47,9 +49,16 @@ def _stylize(client: TestClient, data: bytes, name: str = "photo.png", **form: s
 
 def test_styles_thumbnail_and_health(client: TestClient) -> None:
     body = client.get("/api/styles").json()
-    assert [s["name"] for s in body["styles"]] == ["tiny"]
+    from instyle.zoo import list_styles
+
+    names = [s["name"] for s in body["styles"]]
+    assert names == [*list_styles(), "tiny"], "shipped styles first, then the ones given at start-up"
     assert body["message"] is None
-    thumb = client.get(body["styles"][0]["thumbnail"])
+    entry = body["styles"][-1]
+    assert entry["defaults"] == {"strength": 1.0, "scale": 1.0}
+    shipped = [s for s in body["styles"] if s["shipped"]]
+    assert all(s["defaults"]["strength"] <= 1.0 and s["title"] for s in shipped)
+    thumb = client.get(entry["thumbnail"])
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(thumb.content)).size[0] > 0
     assert client.get("/healthz").json()["status"] == "ok"
@@ -136,11 +145,16 @@ def _chromium_reason() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def live_server(model_file: Path) -> Iterator[str]:
+def live_model(model_file: Path) -> Path:
+    return Path(os.environ.get("INSTYLE_DOCS_MODEL") or model_file)  # docs/make_pictures.py: a trained one
+
+
+@pytest.fixture(scope="module")
+def live_server(live_model: Path) -> Iterator[str]:
     import uvicorn
 
     port = _free_port()
-    model = Path(os.environ.get("INSTYLE_DOCS_MODEL") or model_file)  # docs/make_pictures.py: a trained one
+    model = live_model
     app = create_app(models={"tiny": model}, device="cpu", backend="eager")
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -155,7 +169,7 @@ def live_server(model_file: Path) -> Iterator[str]:
 
 
 @pytest.mark.slow
-def test_web_page_end_to_end(live_server: str, tmp_path: Path) -> None:
+def test_web_page_end_to_end(live_server: str, live_model: Path, tmp_path: Path) -> None:
     reason = _chromium_reason()
     if reason:
         pytest.skip(reason)
@@ -180,10 +194,13 @@ def test_web_page_end_to_end(live_server: str, tmp_path: Path) -> None:
             style.click()
             expect(style).to_have_attribute("aria-checked", "true")
             slider = page.locator("#strength")
+            # choosing a style puts its tuned strength (model card defaults) on the slider
+            start = card_defaults(read_card(live_model))["strength"]
+            expect(page.locator("#strength-value")).to_have_text(f"{start:.2f}")
             slider.focus()
             for _ in range(4):
                 page.keyboard.press("ArrowLeft")
-            expect(page.locator("#strength-value")).to_have_text("0.80")
+            expect(page.locator("#strength-value")).to_have_text(f"{start - 0.2:.2f}")
             page.click("#go")
             expect(page.locator("#status")).to_contain_text("Done", timeout=30_000)
             size = page.eval_on_selector("#after", "img => [img.naturalWidth, img.naturalHeight]")

@@ -95,3 +95,38 @@ def test_precision_choice() -> None:
         resolve_precision("fp16", cpu)
     with pytest.raises(InstyleError, match="unknown precision"):
         resolve_precision("fp8", cpu)
+
+
+def _nan_at(monkeypatch: pytest.MonkeyPatch, bad_calls: set[int] | None) -> None:
+    """Make the training loss NaN on the given forward calls (all calls when None)."""
+    from instyle.losses.perceptual import PerceptualLoss
+
+    real = PerceptualLoss.forward
+    calls = {"n": 0}
+
+    def forward(self, output, content, style_index=None, targets=None):
+        terms = real(self, output, content, style_index, targets)
+        calls["n"] += 1
+        if torch.is_grad_enabled() and (bad_calls is None or calls["n"] in bad_calls):
+            terms["total"] = terms["total"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(PerceptualLoss, "forward", forward)
+
+
+def test_a_nan_batch_is_skipped_and_a_persistent_one_stops_the_run(photos_dir, style_image, tmp_path,
+                                                                   monkeypatch) -> None:
+    cfg = _cfg(photos_dir, style_image, tmp_path / "m.safetensors", iters=6, holdout=0, vgg_weights="random",
+               size=32, style_size=32, grad_clip=10.0)
+    _nan_at(monkeypatch, {3})
+    train(cfg, progress=False)
+    state = load_file(str(tmp_path / "m.safetensors"))
+    assert all(torch.isfinite(v).all() for v in state.values()), "a NaN step must not reach the weights"
+    log = [json.loads(line) for line in (tmp_path / "m.log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6] and log[0]["grad_norm"] > 0
+
+    monkeypatch.undo()
+    _nan_at(monkeypatch, None)
+    with pytest.raises(InstyleError, match="diverged"):
+        train(_cfg(photos_dir, style_image, tmp_path / "n.safetensors", iters=30, holdout=0,
+                   vgg_weights="random", size=32, style_size=32), progress=False)

@@ -25,7 +25,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     from instyle.train import PRECISIONS
 
     p = sub.add_parser("train", help="train a style network", description="Train a feed-forward style network.")
-    p.add_argument("--style", required=True, help="style image (a painting or texture), or a fetched style slug")
+    p.add_argument("--style", required=True, action="append",
+                   help="style image (a painting or texture), or a fetched style slug; repeat it to train several "
+                        "styles in one network (one model per style is written next to --output)")
     p.add_argument("--content", default=None, help="folder of content photos (default: the fetched training set)")
     p.add_argument("-o", "--output", required=True, help="MODEL.safetensors to write (+ MODEL.json card)")
     p.add_argument("--arch", default="johnson", choices=list(list_models()))
@@ -33,12 +35,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loss", default="johnson", choices=list(PRESETS))
     p.add_argument("--content-weight", type=float, default=None)
     p.add_argument("--style-weight", type=float, default=None)
+    p.add_argument("--style-scales", type=float, nargs="+", default=[], metavar="S",
+                   help="with several --style: a style-weight multiplier for each, in the same order")
     p.add_argument("--tv-weight", type=float, default=None)
     p.add_argument("--size", type=int, default=256, help="training crop size (px)")
     p.add_argument("--style-size", type=int, default=256, help="long side of the style image (stroke scale)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--iters", type=int, default=2000)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm to this (off by default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
@@ -74,7 +79,11 @@ def _style_file(style: str) -> tuple[Path, dict]:
 def _cmd_train(a: argparse.Namespace) -> int:
     from instyle.train import TrainConfig, train
 
-    style, style_meta = _style_file(a.style)
+    if a.style_scales and len(a.style_scales) != len(a.style):
+        raise InstyleError(f"--style-scales: {len(a.style_scales)} values for {len(a.style)} styles")
+    found = [_style_file(s) for s in a.style]
+    styles = [str(path) for path, _ in found]
+    metas = [meta for _, meta in found]
     content = a.content
     if content is None:
         from instyle.data.fetch import default_data_dir
@@ -83,15 +92,61 @@ def _cmd_train(a: argparse.Namespace) -> int:
         if not Path(content).is_dir():
             raise InstyleError("no --content folder given and no fetched data; run `instyle data fetch` first")
     cfg = TrainConfig(
-        style=str(style), content=content, output=a.output, arch=a.arch, norm=a.norm, loss=a.loss,
+        style=styles[0] if len(styles) == 1 else styles, content=content, output=a.output, arch=a.arch,
+        norm=a.norm, loss=a.loss,
         content_weight=a.content_weight, style_weight=a.style_weight, tv_weight=a.tv_weight,
-        size=a.size, style_size=a.style_size, batch=a.batch, iters=a.iters, lr=a.lr, seed=a.seed,
+        size=a.size, style_size=a.style_size, batch=a.batch, iters=a.iters, lr=a.lr, grad_clip=a.grad_clip,
+        seed=a.seed,
         precision=a.precision, device=a.device, workers=a.workers, holdout=a.holdout,
-        eval_every=a.eval_every, checkpoint_every=a.checkpoint_every, style_meta=style_meta,
+        eval_every=a.eval_every, checkpoint_every=a.checkpoint_every,
+        style_meta=metas[0] if len(metas) == 1 else metas, style_scales=a.style_scales,
     )
     card = train(cfg, resume=a.resume, progress=not a.quiet)
     last = card["metrics"]["final_train"]
     print(f"wrote {a.output} ({card['steps']} steps, {card['wall_time_s']} s, final loss {last.get('total')})")
+    return 0
+
+
+def _add_retrain(sub: argparse._SubParsersAction) -> None:
+    from instyle.train import PRECISIONS
+
+    p = sub.add_parser("retrain", help="retrain a shipped style (or any model) from its model card",
+                       description="Redo the training run recorded in a model card, on this machine.")
+    p.add_argument("model", help="a shipped style name (see `instyle styles`) or a .safetensors model file")
+    p.add_argument("-o", "--output", required=True, help="folder for the retrained model(s)")
+    p.add_argument("--content", default=None, help="content photos (default: the fetched training set)")
+    p.add_argument("--iters", type=int, default=None, help="override the number of steps (e.g. a quick check)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=_workers, default=0)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted retrain in the same folder")
+    p.add_argument("--dry-run", action="store_true", help="print the equivalent `instyle train` command only")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_retrain)
+
+
+def _cmd_retrain(a: argparse.Namespace) -> int:
+    from instyle.modelfile import read_card
+    from instyle.recipe import config_from_card, train_command
+    from instyle.train import train
+    from instyle.zoo import resolve_model
+
+    card = read_card(resolve_model(a.model))
+    out_dir = Path(a.output)
+    joint = card.get("joint")
+    name = joint["model"] if joint else f"{card.get('name') or Path(a.model).stem}.safetensors"
+    output = out_dir / name
+    over: dict = {"precision": a.precision, "device": a.device, "workers": a.workers}
+    if a.iters is not None:
+        over["iters"] = a.iters
+    cfg = config_from_card(card, output, content=a.content, **over)
+    print(train_command({**card, "train": {**card["train"], **over}}, str(output)))
+    if joint:
+        print(f"(a joint run: it retrains all {len(joint['styles'])} styles of {joint['model']} together)")
+    if a.dry_run:
+        return 0
+    train(cfg, resume=a.resume, progress=not a.quiet)
+    print(f"wrote {output}" + (f" and its {len(joint['styles'])} single-style models" if joint else ""))
     return 0
 
 
@@ -122,17 +177,21 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
 
 def _add_controls(p: argparse.ArgumentParser) -> None:
     """The artistic controls shared by ``stylize`` and ``video``."""
-    p.add_argument("--strength", type=float, default=1.0, help="0 = the photo, 1 = full style (default)")
+    p.add_argument("--strength", type=float, default=None,
+                   help="0 = the photo, 1 = full style (default: the style's tuned value, else 1)")
     p.add_argument("--preserve-color", action="store_true", help="keep the photo's colours")
-    p.add_argument("--scale", type=float, default=1.0, help="brush-stroke size: 2 = strokes twice as large")
+    p.add_argument("--scale", type=float, default=None,
+                   help="brush-stroke size: 2 = strokes twice as large (default: the style's tuned value, else 1)")
 
 
 def _controls(a: argparse.Namespace) -> dict[str, float | bool]:
     from instyle.controls import check_scale, check_strength
 
     try:
-        check_strength(a.strength)
-        check_scale(a.scale)
+        if a.strength is not None:
+            check_strength(a.strength)
+        if a.scale is not None:
+            check_scale(a.scale)
     except ValueError as exc:
         raise InstyleError(f"--{exc}") from None
     return {"strength": a.strength, "preserve_colors": a.preserve_color, "scale": a.scale}
@@ -194,7 +253,10 @@ def _cmd_styles(a: argparse.Namespace) -> int:
     if not styles:
         print("no styles shipped in this build; train one with `instyle train`")
     for name, card in styles.items():
-        print(f"{name:24s} {card.get('description') or card.get('style', {}).get('title', '')}")
+        desc = card.get("description") or card.get("style", {}).get("title", "")
+        print(f"{name:22s} {card.get('arch', '?'):13s} {desc}")
+    if styles:
+        print("\nuse one with `instyle stylize PHOTO -s NAME -o OUT`; `instyle retrain NAME` redoes its training")
     return 0
 
 
@@ -337,7 +399,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_train, _add_stylize, _add_data, _add_styles, _add_weights, _add_demo, _add_experiment,
+    _add_train, _add_retrain, _add_stylize, _add_data, _add_styles, _add_weights, _add_demo, _add_experiment,
     _add_video, _add_export, _add_serve,
 ]
 

@@ -120,7 +120,8 @@ def average_buffers(module: torch.nn.Module, info: DistInfo) -> None:
     """Average floating-point buffers (norm running statistics) over ranks after a step.
 
     DDP would broadcast rank 0's, which saw only its shard; the average of per-shard updates is the
-    single-process update exactly for instance statistics (equal shards), and close for batch ones.
+    single-process update exactly for instance statistics (equal shards). Batch statistics are
+    already global (``norms._synced_batch_norm``), so every rank holds the same values anyway.
     """
     if not info.enabled:
         return

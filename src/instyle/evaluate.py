@@ -50,12 +50,12 @@ def run_model(model: nn.Module, photos: torch.Tensor, chunk: int = 4,
 
 @torch.no_grad()
 def loss_terms(criterion: PerceptualLoss, outputs: torch.Tensor, photos: torch.Tensor,
-               chunk: int = 4) -> dict[str, float]:
+               chunk: int = 4, style_index: int | None = None) -> dict[str, float]:
     """Mean weighted loss terms over images (``total``, ``content``, ``style``, ``tv``)."""
-    device = criterion._device()
+    device = criterion.device
     sums = dict.fromkeys(MAIN_TERMS, 0.0)
     for i in range(0, len(photos), chunk):
-        terms = criterion(outputs[i : i + chunk].to(device), photos[i : i + chunk].to(device))
+        terms = criterion(outputs[i : i + chunk].to(device), photos[i : i + chunk].to(device), style_index)
         for k in MAIN_TERMS:
             sums[k] += terms[k].item() * len(photos[i : i + chunk])
     return {k: v / len(photos) for k, v in sums.items()}
@@ -65,7 +65,7 @@ def gatys_ceiling(criterion: PerceptualLoss, photos: torch.Tensor, steps: int,
                   progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Per-image optimisation of the same objective (Adam on pixels, from the photo): the quality
     that feed-forward networks try to approximate in one pass."""
-    device = criterion._device()
+    device = criterion.device
     outs = []
     for i in range(len(photos)):
         outs.append(optimize_image(criterion, photos[i : i + 1].to(device), steps=steps, lr=0.02).cpu())

@@ -99,9 +99,13 @@ class CompiledRunner(ModuleRunner):
     def __init__(self, module: nn.Module, device: torch.device, backend: str, dtype: torch.dtype):
         super().__init__(module, device, backend, dtype=dtype, channels_last=True)
         import torch._dynamo
+        import torch._inductor.config
 
         # One compiled graph per frame size; a stylizer sees a handful of sizes, not hundreds.
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
+        # Freezing treats the weights as constants: inductor folds them into prepacked oneDNN
+        # convolutions with fused bias/ReLU, the documented path for CPU inference. Inference only.
+        torch._inductor.config.freezing = True
         self.compiled = torch.compile(self.module, dynamic=False)
         self._eager = ModuleRunner(module, device, "bf16" if dtype == torch.bfloat16 else "channels_last",
                                    dtype=dtype, channels_last=True)

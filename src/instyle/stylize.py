@@ -35,6 +35,7 @@ from instyle.modelfile import load_model
 from instyle.tiling import AUTO_TILE_PIXELS, DEFAULT_OVERLAP, DEFAULT_TILE, stylize_tiled
 from instyle.utils import InstyleError, pick_device
 from instyle.zoo import resolve_model
+from instyle.zoo.ship import card_defaults
 
 
 class ClampedGenerator(nn.Module):
@@ -92,14 +93,22 @@ class Stylizer:
     def name(self) -> str:
         return str(self.card.get("name") or self.card.get("style", {}).get("title") or "style")
 
+    @property
+    def defaults(self) -> dict[str, float]:
+        """The strength and stroke scale the style's card recommends (tuned by eye for the zoo)."""
+        return card_defaults(self.card)
+
     @torch.inference_mode()
-    def stylize_tensor(self, x: torch.Tensor, *, strength: float = 1.0, preserve_colors: bool = False,
-                       scale: float = 1.0) -> torch.Tensor:
+    def stylize_tensor(self, x: torch.Tensor, *, strength: float | None = None, preserve_colors: bool = False,
+                       scale: float | None = None) -> torch.Tensor:
         """(N, 3, H, W) or (3, H, W) in [0, 1] -> the same shape, on the input's device.
 
         ``strength`` blends with the photo, ``preserve_colors`` keeps the photo's chroma, ``scale``
-        > 1 makes brush strokes larger by stylizing a smaller copy and resizing back.
+        > 1 makes brush strokes larger by stylizing a smaller copy and resizing back. ``None``: the
+        value in the model card's ``defaults`` (1.0 where it has none).
         """
+        strength = self.defaults["strength"] if strength is None else strength
+        scale = self.defaults["scale"] if scale is None else scale
         check_scale(scale)
         single = x.dim() == 3
         photo = (x.unsqueeze(0) if single else x).to(self.device, torch.float32)

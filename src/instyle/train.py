@@ -1,8 +1,10 @@
 """The training loop: one readable function, nanoGPT style.
 
-One run = one style. The loop is deterministic for a seed (data order, crops and init all derive
-from it), writes an atomic checkpoint every ``checkpoint_every`` steps, and ``resume=True`` picks
-up from it producing the same batches a non-interrupted run would have seen.
+One run = one style, or several styles sharing one network (``style`` a list: conditional instance
+norm, see ``instyle.models.norms``), which then also writes each style as its own plain model.
+The loop is deterministic for a seed (data order, crops and init all derive from it), writes an
+atomic checkpoint every ``checkpoint_every`` steps, and ``resume=True`` picks up from it
+producing the same batches a non-interrupted run would have seen.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from instyle.distributed import (
 from instyle.evaluate import MAIN_TERMS, center_crops, loss_terms, run_model
 from instyle.losses.perceptual import PerceptualLoss, get_preset
 from instyle.modelfile import save_model
-from instyle.models import create_model
+from instyle.models import create_model, set_style_index, single_style_state
 from instyle.utils import (
     InstyleError,
     atomic_path,
@@ -49,13 +51,14 @@ from instyle.utils import (
 )
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+MAX_BAD_STEPS = 10  # consecutive non-finite gradients before a run is declared diverged
 
 
 @dataclass
 class TrainConfig:
     """Everything that determines a run; stored verbatim in the model card."""
 
-    style: str
+    style: str | list[str]  # one style image, or several trained jointly
     content: str
     output: str
     arch: str = "johnson"
@@ -69,6 +72,7 @@ class TrainConfig:
     batch: int = 4
     iters: int = 2000
     lr: float = 1e-3
+    grad_clip: float | None = None  # max gradient norm (None: no clipping)
     seed: int = 0
     precision: str = "auto"
     device: str = "auto"
@@ -79,7 +83,15 @@ class TrainConfig:
     log_every: int = 10
     vgg_weights: str = "imagenet"
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
-    style_meta: dict[str, Any] = field(default_factory=dict)  # title, license… for the card
+    style_meta: dict[str, Any] | list[dict[str, Any]] = field(default_factory=dict)  # title, license… per style
+    style_scales: list[float] = field(default_factory=list)  # per-style style-weight multipliers (joint runs)
+
+    def style_files(self) -> list[str]:
+        return [self.style] if isinstance(self.style, str) else list(self.style)
+
+    def style_metas(self) -> list[dict[str, Any]]:
+        metas = [self.style_meta] if isinstance(self.style_meta, dict) else list(self.style_meta)
+        return metas if len(metas) == len(self.style_files()) else [{} for _ in self.style_files()]
 
     def paths(self) -> tuple[Path, Path, Path]:
         out = Path(self.output)
@@ -165,7 +177,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
 
 
 _RESUME_KEYS = ("style", "arch", "norm", "loss", "size", "batch", "seed", "lr", "content_weight",
-                "style_weight", "tv_weight", "style_size", "arch_kwargs")
+                "style_weight", "tv_weight", "style_size", "arch_kwargs", "style_scales")
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -180,21 +192,28 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     rank 0 writes the log, checkpoints and the model, and every rank resumes from the checkpoint.
     """
     out_path, ckpt_path, log_path = cfg.paths()
-    if not Path(cfg.style).is_file():
-        raise InstyleError(f"{cfg.style}: style image not found")
+    style_files = cfg.style_files()
+    for f in style_files:
+        if not Path(f).is_file():
+            raise InstyleError(f"{f}: style image not found")
+    n_styles = len(style_files)
+    if n_styles > 1:
+        if cfg.norm == "none":
+            raise InstyleError("several styles share one network through its norm layers; --norm none has none")
+        split_paths(cfg)  # refuse clashing names before training, not after
     dist_info = init_from_env(pick_device(cfg.device))
     main = dist_info.is_main
     device = local_device(pick_device(cfg.device), dist_info)
     amp_dtype = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
 
-    model = create_model(cfg.arch, norm=cfg.norm, **cfg.arch_kwargs).to(device).train()
+    model = create_model(cfg.arch, norm=cfg.norm, styles=n_styles, **cfg.arch_kwargs).to(device).train()
     loss_cfg = get_preset(cfg.loss)
     for name in ("content_weight", "style_weight", "tv_weight"):
         if getattr(cfg, name) is not None:
             setattr(loss_cfg, name, getattr(cfg, name))
     criterion = PerceptualLoss(loss_cfg, weights=cfg.vgg_weights).to(device)
-    criterion.set_style(load_style_tensor(cfg.style, cfg.style_size).to(device))
+    criterion.set_style([load_style_tensor(f, cfg.style_size).to(device) for f in style_files], cfg.style_scales)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
@@ -233,24 +252,43 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     bar = tqdm(total=cfg.iters, initial=state["step"], disable=not progress or not main, unit="step",
                dynamic_ncols=True, desc=f"{cfg.arch}/{cfg.norm}")
     t0 = time.perf_counter() - state["elapsed"]
+    bad_streak = 0
     while state["step"] < cfg.iters:
         x = next(batches).to(device, non_blocking=True)
+        style_index = None
+        if n_styles > 1:  # styles take turns image by image along the global data stream
+            first = state["step"] * cfg.batch + dist_info.rank * len(x)
+            style_index = (torch.arange(first, first + len(x)) % n_styles).to(device)
+            set_style_index(model, style_index)
         with autocast(device, amp_dtype):
             y = net(x)
-            terms = criterion(y.float(), x)
+            terms = criterion(y.float(), x, style_index)
         opt.zero_grad(set_to_none=True)
         scaler.scale(terms["total"]).backward()
-        scaler.step(opt)
+        scaler.unscale_(opt)
+        # The norm of the (DDP-averaged) gradient is the same on every rank, so all ranks agree on
+        # clipping and skipping. Clipping keeps one wild batch from wrecking the instance-norm scales
+        # (a run without it collapsed to flat outputs); a non-finite gradient skips the step.
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+        finite = bool(torch.isfinite(grad_norm))
+        if finite or scaler.is_enabled():
+            scaler.step(opt)  # fp16: the scaler skips steps with inf gradients itself and lowers its scale
         scaler.update()
         average_buffers(model, dist_info)
         state["step"] += 1
         step = state["step"]
-        if not math.isfinite(terms["total"].item()):
-            raise InstyleError(f"training diverged at step {step} (loss is not finite); lower --lr")
+        if finite or scaler.is_enabled():
+            bad_streak = 0
+        else:
+            bad_streak += 1
+            state["skipped"] = state.get("skipped", 0) + 1
+            if bad_streak >= MAX_BAD_STEPS:
+                raise InstyleError(f"training diverged at step {step} ({bad_streak} steps in a row with a "
+                                   "non-finite gradient); lower --lr or set --grad-clip")
         if step % cfg.log_every == 0 or step == cfg.iters:
             terms = mean_over_ranks(terms, dist_info)
             rec = {"step": step, **{k: round(v.item(), 6) for k, v in terms.items()},
-                   "elapsed": round(time.perf_counter() - t0, 2)}
+                   "grad_norm": round(float(grad_norm), 4), "elapsed": round(time.perf_counter() - t0, 2)}
             state["last"] = rec
             if main:
                 _append_log(log_path, rec)
@@ -258,9 +296,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             if on_log:
                 on_log(rec)
         if hold is not None and (step % cfg.eval_every == 0 or step == cfg.iters):
-            rec = {"step": step, **evaluate_holdout(model, criterion, hold, amp_dtype)}
-            state["holdout_curve"].append(rec)
-            _append_log(log_path, {"holdout": True, **rec})
+            for s in range(n_styles):
+                rec = {"step": step, **evaluate_holdout(model, criterion, hold, amp_dtype, s if n_styles > 1 else None)}
+                if n_styles > 1:
+                    rec["style_index"] = s
+                state["holdout_curve"].append(rec)
+                _append_log(log_path, {"holdout": True, **rec})
         bar.update(1)
         if main and step % cfg.checkpoint_every == 0 and step < cfg.iters:
             state["elapsed"] = time.perf_counter() - t0
@@ -271,6 +312,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     card = _model_card(cfg, loss_cfg.to_dict(), state, device, amp_dtype, len(train_files), len(hold_files))
     if main:
         save_model(model.cpu(), card, out_path)
+        if n_styles > 1:
+            for i, path in enumerate(split_paths(cfg)):
+                write_single_style(model, card, i, path)
         if ckpt_path.exists():
             ckpt_path.unlink()
     barrier(dist_info)  # the model file exists for every rank once train() returns
@@ -278,12 +322,41 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     return card
 
 
+def split_paths(cfg: TrainConfig) -> list[Path]:
+    """Where a joint run writes each style's own model: ``<output folder>/<style file stem>.safetensors``."""
+    out = Path(cfg.output)
+    paths = [out.parent / f"{Path(f).stem}.safetensors" for f in cfg.style_files()]
+    if len(set(paths)) != len(paths) or out in paths:
+        raise InstyleError("jointly trained style files need distinct names, different from the output's")
+    return paths
+
+
+def write_single_style(model: torch.nn.Module, joint_card: dict[str, Any], index: int, path: Path) -> dict[str, Any]:
+    """Save style ``index`` of a multi-style network as a plain single-style model with its own card."""
+    single = create_model(joint_card["arch"], norm=joint_card["norm"], **joint_card["train"]["arch_kwargs"])
+    single.load_state_dict(single_style_state(model, index))
+    card = json.loads(json.dumps(joint_card))
+    card["arch_kwargs"] = joint_card["train"]["arch_kwargs"]
+    card["style"] = joint_card["styles"][index]
+    del card["styles"]
+    card["joint"] = {"index": index, "model": Path(joint_card["train"]["output"]).name,
+                     "styles": joint_card["styles"]}
+    curve = [{k: v for k, v in r.items() if k != "style_index"}
+             for r in joint_card["metrics"]["holdout_curve"] if r.get("style_index") == index]
+    card["metrics"] = {"final_train": joint_card["metrics"]["final_train"], "holdout_curve": curve,
+                       "holdout_final": curve[-1] if curve else None}
+    save_model(single, card, path)
+    return card
+
+
 def evaluate_holdout(model: torch.nn.Module, criterion: PerceptualLoss, hold: torch.Tensor,
-                     amp_dtype: torch.dtype | None) -> dict[str, float]:
+                     amp_dtype: torch.dtype | None, style_index: int | None = None) -> dict[str, float]:
     """Mean loss terms on held-out photos, with the model in eval mode (test-time statistics)."""
     was_training = model.training
     model.eval()
-    terms = loss_terms(criterion, run_model(model, hold, autocast_dtype=amp_dtype), hold)
+    if style_index is not None:
+        set_style_index(model, style_index)
+    terms = loss_terms(criterion, run_model(model, hold, autocast_dtype=amp_dtype), hold, style_index=style_index)
     model.train(was_training)
     return {k: round(v, 6) for k, v in terms.items()}
 
@@ -304,14 +377,18 @@ def _truncate_log(path: Path, step: int) -> None:
 
 def _model_card(cfg: TrainConfig, loss: dict[str, Any], state: dict[str, Any], device: torch.device,
                 amp_dtype: torch.dtype | None, n_train: int, n_hold: int) -> dict[str, Any]:
-    style = Path(cfg.style)
+    styles = [{"file": Path(f).name, "sha256": sha256_file(f), **meta}
+              for f, meta in zip(cfg.style_files(), cfg.style_metas(), strict=True)]
+    for entry, scale in zip(styles, cfg.style_scales, strict=False):
+        entry["style_weight_scale"] = scale
+    n = len(styles)
     return {
         "arch": cfg.arch,
         "norm": cfg.norm,
-        "arch_kwargs": cfg.arch_kwargs,
+        "arch_kwargs": {**cfg.arch_kwargs, "styles": n} if n > 1 else cfg.arch_kwargs,
         "loss_preset": cfg.loss,
         "loss": loss,
-        "style": {"file": style.name, "sha256": sha256_file(style), **cfg.style_meta},
+        **({"styles": styles} if n > 1 else {"style": styles[0]}),
         "train": {**dataclasses.asdict(cfg), "n_train_images": n_train, "n_holdout_images": n_hold},
         "metrics": {"final_train": state["last"], "holdout_curve": state["holdout_curve"],
                     "holdout_final": state["holdout_curve"][-1] if state["holdout_curve"] else None},

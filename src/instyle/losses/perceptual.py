@@ -18,7 +18,7 @@ This is the pytorch/examples fast_neural_style convention, so its weights (conte
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -153,7 +153,11 @@ def get_preset(name: str) -> LossConfig:
 
 
 class PerceptualLoss(nn.Module):
-    """Content + style + TV objective of Johnson/Ulyanov, against one style image set once."""
+    """Content + style + TV objective of Johnson/Ulyanov, against style targets set once.
+
+    ``set_style`` takes one style image, or several for multi-style training: the targets are then
+    stacked (S, C, C) and ``forward``'s ``style_index`` says which style each output image is judged by.
+    """
 
     def __init__(
         self,
@@ -175,47 +179,86 @@ class PerceptualLoss(nn.Module):
         self.vgg = vgg
         self._style_keys = {name: f"style_gram_{name}" for name in config.style_layers}
         for key in self._style_keys.values():
-            # None until set_style; then (1, C, C) buffers that follow .to(device) and state_dict.
+            # None until set_style; then (S, C, C) buffers that follow .to(device) and state_dict.
             self.register_buffer(key, None)
+        self.style_scales: Tensor | None = None  # (S,) multipliers of the style weight, see set_style
 
     @torch.no_grad()
-    def set_style(self, style: Tensor) -> None:
-        """Compute the target Gram matrices once from a (1, 3, H, W) style image in [0, 1]."""
-        if style.dim() == 3:
-            style = style.unsqueeze(0)
-        if style.dim() != 4 or style.shape[0] != 1 or style.shape[1] != 3:
-            raise ValueError(f"set_style expects one (1, 3, H, W) image, got shape {tuple(style.shape)}")
-        feats = self.vgg(style.to(self._device()))
+    def set_style(self, style: Tensor | Sequence[Tensor], scales: Sequence[float] | None = None) -> None:
+        """Compute the target Gram matrices once from a (1, 3, H, W) style image in [0, 1], or from a
+        list of them (any sizes) for several styles.
+
+        ``scales``: one style-weight multiplier per style. Styles differ in how far their Grams lie
+        from photos' (a bold texture starts 10–100× above a dark portrait); without it the far style's
+        gradients drive every weight a jointly trained network shares."""
+        styles = [style] if isinstance(style, Tensor) else list(style)
+        if not styles:
+            raise ValueError("set_style needs at least one style image")
+        if scales is not None and len(scales) not in (0, len(styles)):
+            raise ValueError(f"{len(scales)} style scales for {len(styles)} styles")
+        self.style_scales = torch.tensor(list(scales), dtype=torch.float32) if scales else None
+        if not self._style_keys:
+            return
+        grams: dict[str, list[Tensor]] = {name: [] for name in self._style_keys}
+        for img in styles:
+            if img.dim() == 3:
+                img = img.unsqueeze(0)
+            if img.dim() != 4 or img.shape[0] != 1 or img.shape[1] != 3:
+                raise ValueError(f"set_style expects (1, 3, H, W) images, got shape {tuple(img.shape)}")
+            feats = self.vgg(img.to(self.device), only=list(self._style_keys))
+            for name in self._style_keys:
+                grams[name].append(gram_matrix(feats[name]))
         for name, key in self._style_keys.items():
-            setattr(self, key, gram_matrix(feats[name]).detach())
+            setattr(self, key, torch.cat(grams[name]).detach())
+
+    @property
+    def num_styles(self) -> int:
+        first = next(iter(self._style_keys.values()), None)
+        target = getattr(self, first) if first else None
+        return 0 if target is None else int(target.shape[0])
 
     @property
     def has_style(self) -> bool:
         return all(getattr(self, key) is not None for key in self._style_keys.values())
 
-    def _device(self) -> torch.device:
+    @property
+    def device(self) -> torch.device:
         return self.vgg.mean.device
 
+    @torch.no_grad()
+    def content_targets(self, content: Tensor) -> dict[str, Tensor]:
+        """VGG features of the content images at the content layers (reusable across ``forward`` calls)."""
+        if not self.config.content_layers:
+            return {}
+        return self.vgg(content, only=list(self.config.content_layers))
+
     def style_targets(self) -> dict[str, Tensor]:
-        """The stored (1, C, C) target Grams by layer name."""
+        """The stored (S, C, C) target Grams by layer name."""
         return {name: getattr(self, key) for name, key in self._style_keys.items()}
 
-    def forward(self, output: Tensor, content: Tensor) -> dict[str, Tensor]:
+    def forward(self, output: Tensor, content: Tensor, style_index: Tensor | int | None = None,
+                targets: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Weighted ``content``, ``style``, ``tv`` terms and their sum ``total`` (plus unweighted
-        per-layer distances under ``detail/<kind>/<layer>``), for an output batch and its content."""
+        per-layer distances under ``detail/<kind>/<layer>``), for an output batch and its content.
+
+        ``style_index``: with several styles set, the style of each output ((N,) tensor or one int).
+        ``targets``: precomputed ``content_targets(content)``, to skip that VGG pass."""
         if not self.has_style:
             raise InstyleError("PerceptualLoss.set_style(style_image) must be called before computing the loss")
         if output.shape != content.shape:
             raise ValueError(f"output {tuple(output.shape)} and content {tuple(content.shape)} differ in shape")
         cfg = self.config
+        n_styles = self.num_styles
+        if style_index is None and n_styles > 1:
+            raise ValueError(f"{n_styles} styles are set; pass style_index to say which one each image gets")
         feats = self.vgg(output)
         zero = output.new_zeros((), dtype=torch.float32)
         result: dict[str, Tensor] = {}
 
         content_term = zero
         if cfg.content_layers:
-            with torch.no_grad():
-                targets = self.vgg(content)
+            if targets is None:
+                targets = self.content_targets(content)
             for name, w in cfg.content_layers.items():
                 d = content_distance(feats[name], targets[name])
                 result[f"detail/content/{name}"] = d.detach()
@@ -223,8 +266,17 @@ class PerceptualLoss(nn.Module):
 
         style_term = zero
         for name, w in cfg.style_layers.items():
-            d = style_distance(gram_matrix(feats[name]), getattr(self, self._style_keys[name]))
+            target = getattr(self, self._style_keys[name])
+            if isinstance(style_index, Tensor):
+                target = target[style_index]
+            elif style_index is not None:
+                target = target[style_index : style_index + 1]
+            gram = gram_matrix(feats[name])
+            d = style_distance(gram, target)
             result[f"detail/style/{name}"] = d.detach()
+            if self.style_scales is not None and style_index is not None:
+                per_image = (gram - target.float()).pow(2).mean(dim=(1, 2)).expand(len(gram))
+                d = (per_image * self.style_scales.to(gram.device)[style_index]).mean()
             style_term = style_term + w * d
 
         tv_term = total_variation(output) if cfg.tv_weight else zero
@@ -235,9 +287,10 @@ class PerceptualLoss(nn.Module):
         return result
 
     @torch.no_grad()
-    def style_content_losses(self, output: Tensor, content: Tensor) -> dict[str, Tensor]:
+    def style_content_losses(self, output: Tensor, content: Tensor,
+                             style_index: Tensor | int | None = None) -> dict[str, Tensor]:
         """Same as ``forward`` without autograd, for evaluation."""
-        return self.forward(output, content)
+        return self.forward(output, content, style_index)
 
 
 def optimize_image(
@@ -247,6 +300,7 @@ def optimize_image(
     lr: float = 0.02,
     init: str | Tensor = "content",
     optimizer: str = "adam",
+    style_index: int | None = None,
 ) -> Tensor:
     """Per-image optimisation of the same objective (Gatys et al.): the quality ceiling that feed-forward
     models are compared against. Optimises pixels directly (clamped to [0, 1] after every step).
@@ -264,10 +318,11 @@ def optimize_image(
         raise ValueError(f"init must be 'content', 'noise' or a tensor, got {init!r}")
     img = start.detach().clone().clamp_(0, 1).requires_grad_(True)
     content = content.detach()
+    targets = loss.content_targets(content)  # once, not at every step
 
     def closure() -> Tensor:
         opt.zero_grad(set_to_none=True)
-        total = loss(img, content)["total"]
+        total = loss(img, content, style_index, targets)["total"]
         total.backward()
         return total
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -386,13 +386,17 @@ class VGG16Features(nn.Module):
         """Ignore requests for train mode: the loss network is always a fixed function."""
         return super().train(False)
 
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        """Return ``{layer: relu output}`` for the requested layers; ``x`` is (N, 3, H, W) RGB in [0, 1]."""
+    def forward(self, x: Tensor, only: Sequence[str] | None = None) -> dict[str, Tensor]:
+        """Return ``{layer: relu output}`` for the requested layers; ``x`` is (N, 3, H, W) RGB in [0, 1].
+
+        ``only``: a subset of the layers; the pass stops at the deepest of them (content targets at
+        relu3_3 need not run the relu4 block)."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"VGG16Features expects (N, 3, H, W) RGB images, got shape {tuple(x.shape)}")
         h = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        stop = len(self.features) if only is None else max(LAYER_INDEX[name] for name in only) + 1
         out: dict[str, Tensor] = {}
-        for i, module in enumerate(self.features):
+        for i, module in enumerate(self.features[:stop]):
             h = module(h)
             name = self._taps.get(i)
             if name is not None:

@@ -12,6 +12,11 @@ kind                statistics in train    statistics in eval
 ``none``            —                      —
 ==================  =====================  ==========================
 
+A norm layer can also hold one affine pair per style (``styles`` > 1: "conditional instance
+normalization", Dumoulin et al. 2017). All styles share every convolution; only the per-channel
+scale and shift differ. Several zoo styles then train in one run, and each style exports as a plain
+single-style network (``single_style_state``), because IN with a fixed affine pair *is* that network.
+
 Both ``batch`` and the instance kinds keep running averages, so one trained network can be
 evaluated every way (``set_eval_stats``): that is how the experiments compare IN at test time
 with IN frozen to running statistics, or BN with per-image statistics, without retraining.
@@ -38,8 +43,11 @@ class Norm2d(nn.Module):
     fast-neural-style, so a BN-vs-IN comparison differs only in the statistics.
     """
 
-    def __init__(self, channels: int, kind: str = "instance", eps: float = 1e-5, momentum: float = 0.1):
+    def __init__(self, channels: int, kind: str = "instance", eps: float = 1e-5, momentum: float = 0.1,
+                 styles: int = 1):
         super().__init__()
+        if styles < 1:
+            raise ValueError(f"styles must be >= 1, got {styles}")
         if kind not in _TRAIN_STATS:
             raise ValueError(f"unknown norm {kind!r}; choose one of {', '.join(NORM_KINDS)}")
         self.kind = kind
@@ -48,40 +56,138 @@ class Norm2d(nn.Module):
         self.momentum = momentum
         self.train_stats: Stats = _TRAIN_STATS[kind]
         self.eval_stats: Stats = _EVAL_STATS[kind]
-        self.weight = nn.Parameter(torch.empty(channels).uniform_(0.0, 1.0))
-        self.bias = nn.Parameter(torch.zeros(channels))
+        self.styles = styles
+        shape = (channels,) if styles == 1 else (styles, channels)
+        self.weight = nn.Parameter(torch.empty(shape).uniform_(0.0, 1.0))
+        self.bias = nn.Parameter(torch.zeros(shape))
+        # Multi-style layers: which style each image of the next batch gets ((N,) long tensor or an int).
+        self.style_index: torch.Tensor | int = 0
         self.register_buffer("running_mean", torch.zeros(channels))
         self.register_buffer("running_var", torch.ones(channels))
         # Per-image statistics fixed from outside ((N or 1, C) mean and biased variance), used in eval
         # instead of the input's own: the tiler sets them so every tile of an image is normalised alike.
         self.fixed_stats: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(C,) or, with several styles, (N, C) scale and shift for the current ``style_index``."""
+        if self.styles == 1:
+            return self.weight, self.bias
+        return self.weight[self.style_index], self.bias[self.style_index]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.styles > 1:
+            return self._forward_multi(x)
+        return self._forward(x, self.weight, self.bias)
+
+    def _forward_multi(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.affine()
+        y = self._forward(x, None, None)
+        if w.dim() == 1:
+            return y * w.to(y.dtype)[:, None, None] + b.to(y.dtype)[:, None, None]
+        if w.shape[0] != x.shape[0]:
+            raise ValueError(f"style_index has {w.shape[0]} entries for a batch of {x.shape[0]}")
+        return y * w.to(y.dtype)[..., None, None] + b.to(y.dtype)[..., None, None]
+
+    def _forward(self, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
         stats = self.train_stats if self.training else self.eval_stats
         if self.fixed_stats is not None and not self.training and stats != "running":
             mean, var = self.fixed_stats
-            scale = self.weight.float() * torch.rsqrt(var + self.eps)
-            shift = self.bias.float() - mean * scale
+            scale = torch.rsqrt(var + self.eps) if weight is None else weight.float() * torch.rsqrt(var + self.eps)
+            shift = -mean * scale if bias is None else bias.float() - mean * scale
             return x * scale.to(x.dtype)[..., None, None] + shift.to(x.dtype)[..., None, None]
         if stats == "running":
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+            return F.batch_norm(x, self.running_mean, self.running_var, weight, bias, False, 0.0, self.eps)
         # Running averages are only updated while training; evaluation never changes the model.
         track = self.training
         rm = self.running_mean if track else None
         rv = self.running_var if track else None
         if stats == "batch":
-            return F.batch_norm(x, rm, rv, self.weight, self.bias, True, self.momentum, self.eps)
-        return F.instance_norm(x, rm, rv, self.weight, self.bias, True, self.momentum, self.eps)
+            if self.training and _distributed():
+                return _synced_batch_norm(x, rm, rv, weight, bias, self.momentum, self.eps)
+            return F.batch_norm(x, rm, rv, weight, bias, True, self.momentum, self.eps)
+        return F.instance_norm(x, rm, rv, weight, bias, True, self.momentum, self.eps)
 
     def extra_repr(self) -> str:
-        return f"{self.channels}, kind={self.kind}, train={self.train_stats}, eval={self.eval_stats}"
+        multi = f", styles={self.styles}" if self.styles > 1 else ""
+        return f"{self.channels}, kind={self.kind}, train={self.train_stats}, eval={self.eval_stats}{multi}"
 
 
-def make_norm(kind: str, channels: int) -> nn.Module:
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() \
+        and torch.distributed.get_world_size() > 1
+
+
+def _synced_batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+                       weight: torch.Tensor | None, bias: torch.Tensor | None, momentum: float,
+                       eps: float) -> torch.Tensor:
+    """Batch norm over the *global* batch under DDP: per-channel sums are all-reduced (differentiably),
+    so N processes normalise exactly like one process holding the whole batch. Plain DDP would give
+    each rank its own shard's statistics, a different (noisier) model than the one being compared."""
+    import warnings
+
+    from torch.distributed.nn.functional import all_reduce
+
+    c = x.shape[1]
+    xf = x.float()
+    count = torch.tensor([xf.numel() / c], device=x.device)
+    with warnings.catch_warnings():  # deprecated for a private API without autograd; still the documented one
+        warnings.simplefilter("ignore", FutureWarning)
+        # Two passes (mean, then squares about it), not E[x²] − E[x]², which cancels badly when
+        # |mean| >> std and would make ranks differ from one process by more than rounding.
+        packed = all_reduce(torch.cat([xf.sum(dim=(0, 2, 3)), count]))
+        n = packed[c]
+        mean = packed[:c] / n
+        var = all_reduce((xf - mean[:, None, None]).pow(2).sum(dim=(0, 2, 3))) / n
+    if running_mean is not None and running_var is not None:
+        with torch.no_grad():
+            running_mean.lerp_(mean.detach(), momentum)
+            running_var.lerp_(var.detach() * n / (n - 1).clamp_min(1.0), momentum)
+    y = (xf - mean[:, None, None]) * torch.rsqrt(var + eps)[:, None, None]
+    if weight is not None and bias is not None:
+        y = y * weight.float()[:, None, None] + bias.float()[:, None, None]
+    return y.to(x.dtype)
+
+
+def make_norm(kind: str, channels: int, styles: int = 1) -> nn.Module:
     """The one place generators get a norm layer from."""
     if kind == "none":
         return nn.Identity()
-    return Norm2d(channels, kind)
+    return Norm2d(channels, kind, styles=styles)
+
+
+def make_multistyle(module: nn.Module, styles: int) -> nn.Module:
+    """Give every norm layer ``styles`` affine pairs (fresh U(0, 1) scales, zero shifts), in place.
+
+    Done after construction so that no generator needs to know about styles."""
+    if styles == 1:
+        return module
+    norms = [m for m in module.modules() if isinstance(m, Norm2d)]
+    if not norms:
+        raise ValueError("a multi-style network needs norm layers (norm 'none' has none)")
+    for m in norms:
+        fresh = Norm2d(m.channels, m.kind, m.eps, m.momentum, styles=styles)
+        m.styles, m.weight, m.bias = styles, fresh.weight, fresh.bias
+    return module
+
+
+def set_style_index(module: nn.Module, index: torch.Tensor | int) -> None:
+    """Pick the style of each image of the next batch ((N,) long tensor) or of all of them (int)."""
+    for m in module.modules():
+        if isinstance(m, Norm2d) and m.styles > 1:
+            if isinstance(index, int) and not 0 <= index < m.styles:
+                raise ValueError(f"style index {index} out of range for {m.styles} styles")
+            m.style_index = index
+
+
+def single_style_state(module: nn.Module, index: int) -> dict[str, torch.Tensor]:
+    """The state dict of the plain single-style network equal to ``module`` with style ``index``."""
+    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    for name, m in module.named_modules():
+        if isinstance(m, Norm2d) and m.styles > 1:
+            prefix = f"{name}." if name else ""
+            state[f"{prefix}weight"] = m.weight[index].detach().clone()
+            state[f"{prefix}bias"] = m.bias[index].detach().clone()
+    return state
 
 
 def set_eval_stats(module: nn.Module, stats: Stats | None) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from torch import nn
 
 from instyle.models.johnson import JohnsonNet
-from instyle.models.norms import NORM_KINDS
+from instyle.models.norms import NORM_KINDS, make_multistyle
 from instyle.models.ulyanov import UlyanovNet
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], str]] = {}
@@ -42,9 +42,10 @@ def list_models() -> dict[str, str]:
     return {name: desc for name, (_, desc) in _REGISTRY.items()}
 
 
-def create_model(name: str, norm: str = "instance", **kw: object) -> nn.Module:
+def create_model(name: str, norm: str = "instance", styles: int = 1, **kw: object) -> nn.Module:
+    """A generator by name; ``styles`` > 1 gives it one norm affine pair per style (see ``norms``)."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(_REGISTRY)}")
     if norm not in NORM_KINDS:
         raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORM_KINDS)}")
-    return _REGISTRY[name][0](norm=norm, **kw)
+    return make_multistyle(_REGISTRY[name][0](norm=norm, **kw), styles)

@@ -13,7 +13,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,11 +28,16 @@ from instyle.data.images import ImageError, load_image
 from instyle.modelfile import read_card
 from instyle.utils import InstyleError
 from instyle.zoo import ZOO_DIR, list_styles
+from instyle.zoo.ship import card_defaults
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 DEFAULT_MAX_PIXELS = 40_000_000  # a 40 MP photo is ~0.5 GB of float activations per layer: enough for a server
 THUMB_SIDE = 160
 _CHUNK = 1 << 20
+
+
+_STRENGTH = "0 = the photo, 1 = full style (default: the value tuned for the style)"
+_SCALE = "brush-stroke size, 2 = twice as large (default: the value tuned for the style)"
 
 
 @dataclass
@@ -41,10 +46,11 @@ class StyleEntry:
     title: str
     path: Path
     shipped: bool
+    defaults: dict[str, float] = field(default_factory=lambda: {"strength": 1.0, "scale": 1.0})
 
 
 def _title(card: dict[str, Any], fallback: str) -> str:
-    return str(card.get("name") or card.get("style", {}).get("title") or card.get("description") or fallback)
+    return str(card.get("style", {}).get("title") or card.get("name") or card.get("description") or fallback)
 
 
 def _thumbnail_photo() -> Image.Image:
@@ -73,10 +79,11 @@ class StyleRegistry:
         self.backend = backend
         self.entries: dict[str, StyleEntry] = {}
         for name, card in list_styles().items():
-            self.entries[name] = StyleEntry(name, _title(card, name), ZOO_DIR / f"{name}.safetensors", True)
+            self.entries[name] = StyleEntry(name, _title(card, name), ZOO_DIR / f"{name}.safetensors", True,
+                                             card_defaults(card))
         for name, path in (models or {}).items():
             card = read_card(path)  # fail at start-up, not on the first request
-            self.entries[name] = StyleEntry(name, _title(card, name), Path(path), False)
+            self.entries[name] = StyleEntry(name, _title(card, name), Path(path), False, card_defaults(card))
         self._stylizers: dict[str, Any] = {}
         self._thumbs: dict[str, bytes] = {}
         self._lock = threading.Lock()
@@ -177,7 +184,7 @@ def create_app(models: dict[str, Path] | None = None, max_upload_mb: float = 20,
     async def styles() -> dict[str, Any]:
         return {
             "styles": [
-                {"name": e.name, "title": e.title, "shipped": e.shipped,
+                {"name": e.name, "title": e.title, "shipped": e.shipped, "defaults": e.defaults,
                  "thumbnail": f"/api/styles/{e.name}/thumbnail"}
                 for e in registry.entries.values()
             ],
@@ -200,9 +207,9 @@ def create_app(models: dict[str, Path] | None = None, max_upload_mb: float = 20,
     async def stylize(
         image: Annotated[UploadFile, File(description="the photo (any format Pillow reads)")],
         style: Annotated[str, Form(description="a name from /api/styles")],
-        strength: Annotated[float, Form(ge=0.0, le=1.0, description="0 = the photo, 1 = full style")] = 1.0,
+        strength: Annotated[float | None, Form(ge=0.0, le=1.0, description=_STRENGTH)] = None,
         preserve_color: Annotated[bool, Form(description="keep the photo's colours")] = False,
-        scale: Annotated[float, Form(ge=0.1, le=8.0, description="brush-stroke size")] = 1.0,
+        scale: Annotated[float | None, Form(ge=0.1, le=8.0, description=_SCALE)] = None,
         format: Annotated[str, Form(pattern="^(png|jpeg)$", description="png or jpeg")] = "png",
     ) -> Response:
         _check_style(registry, style)

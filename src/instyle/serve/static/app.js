@@ -13,8 +13,19 @@ function refreshButton() {
   $("go").disabled = !(chosen && $("file").files.length);
 }
 
+const defaults = {};
+
+function setRange(id, value) {
+  $(id).value = value;
+  $(id + "-value").textContent = Number(value).toFixed(2);
+}
+
 function choose(name) {
   chosen = name;
+  if (defaults[name]) {  // each style starts at the strength and stroke scale tuned for it
+    setRange("strength", defaults[name].strength);
+    setRange("scale", defaults[name].scale);
+  }
   for (const el of document.querySelectorAll(".style")) {
     el.setAttribute("aria-checked", String(el.dataset.name === name));
   }
@@ -29,6 +40,7 @@ async function loadStyles() {
     $("styles-message").hidden = false;
   }
   for (const s of body.styles) {
+    if (s.defaults) defaults[s.name] = s.defaults;
     const el = document.createElement("div");
     el.className = "style";
     el.dataset.name = s.name;

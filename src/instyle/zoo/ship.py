@@ -1,0 +1,40 @@
+"""Turning a trained model into a shipped style: fp16 weights plus a card that says what users need.
+
+The shipped card keeps everything the training card had (config, held-out curve, wall time,
+machine) and adds the zoo's own fields: ``name``, a one-line ``description``, the ``defaults``
+tuned by eye (style strength, stroke scale) and the ``command`` that retrains it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from instyle.modelfile import load_model, save_model
+from instyle.recipe import train_command
+from instyle.utils import InstyleError
+from instyle.zoo import ZOO_DIR
+
+
+def ship(model_path: str | Path, name: str, description: str, *, strength: float = 1.0, scale: float = 1.0,
+         dest: str | Path = ZOO_DIR, notes: str = "") -> Path:
+    """Write ``dest/NAME.safetensors`` (fp16) + ``NAME.json`` from a trained model file."""
+    if not name.replace("-", "").isalnum() or name != name.lower():
+        raise InstyleError(f"zoo names are lowercase letters, digits and dashes, got {name!r}")
+    model, card = load_model(model_path)
+    card = {k: v for k, v in card.items() if k != "format"}
+    card.update(name=name, description=description, defaults={"strength": strength, "scale": scale},
+                command=train_command(card), retrain=f"instyle retrain {name} -o runs/retrain-{name}")
+    if notes:
+        card["notes"] = notes
+    out = Path(dest) / f"{name}.safetensors"
+    save_model(model, card, out, dtype=torch.float16)
+    return out
+
+
+def card_defaults(card: dict[str, Any]) -> dict[str, float]:
+    """The controls a card recommends (``strength``, ``scale``); 1.0 where it says nothing."""
+    d = card.get("defaults") or {}
+    return {"strength": float(d.get("strength", 1.0)), "scale": float(d.get("scale", 1.0))}
