@@ -59,6 +59,10 @@ run takes one and a half. The price is that each style saw about 1/9 of the 8000
 
 ![held-out loss curves](zoo-curves.png)
 
+The held-out style terms include each style's `--style-scales` multiplier (`leopard` 0.1,
+`mona-lisa` 3), so compare a curve with itself, not across styles. The curves are still falling
+slowly at the end: the models are not converged (see the review below).
+
 ## Shipped styles
 
 """
