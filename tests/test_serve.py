@@ -19,9 +19,8 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="the web app needs the 'serve' extra")
 from fastapi.testclient import TestClient
 
-from instyle.modelfile import read_card
+from instyle.modelfile import card_defaults, read_card
 from instyle.serve import create_app
-from instyle.zoo.ship import card_defaults
 
 CHROMIUM = os.environ.get("INSTYLE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

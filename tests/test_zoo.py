@@ -13,14 +13,14 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from instyle.cli import main
-from instyle.modelfile import save_model
+from instyle.modelfile import card_defaults, save_model
 from instyle.models import create_model
 from instyle.recipe import config_from_card, train_command
 from instyle.stylize import Stylizer
 from instyle.train import TrainConfig
 from instyle.utils import InstyleError, sha256_file
 from instyle.zoo import ZOO_DIR, list_styles
-from instyle.zoo.ship import card_defaults, ship
+from instyle.zoo.ship import ship
 
 
 @pytest.fixture()

@@ -55,6 +55,12 @@ def read_card(path: str | Path) -> dict[str, Any]:
     return card
 
 
+def card_defaults(card: dict[str, Any]) -> dict[str, float]:
+    """The controls a card recommends (``strength``, ``scale``); 1.0 where it says nothing."""
+    d = card.get("defaults") or {}
+    return {"strength": float(d.get("strength", 1.0)), "scale": float(d.get("scale", 1.0))}
+
+
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the generator named in the card and load its weights as float32, in eval mode."""
     from safetensors.torch import load_file

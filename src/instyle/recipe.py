@@ -52,7 +52,7 @@ def train_command(card: dict[str, Any], output: str | None = None) -> str:
     args = ["instyle", "train"]
     for path in _train_styles(card):
         p = Path(path)
-        fetched = p.parent.parent == default_data_dir() or p.parent.name in ("style", "texture")
+        fetched = p.parent.name in ("style", "texture")  # the layout of `instyle data fetch`
         args += ["--style", p.stem if fetched else str(p)]
     for name, flag in _FLAGS.items():
         if name in train and train[name] != defaults.get(name) and name not in _NOT_REPRODUCED:

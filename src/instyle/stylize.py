@@ -31,11 +31,10 @@ from instyle.data.images import (
     tensor_to_pil,
 )
 from instyle.fast import BACKENDS, Runner, build_runner
-from instyle.modelfile import load_model
+from instyle.modelfile import card_defaults, load_model
 from instyle.tiling import AUTO_TILE_PIXELS, DEFAULT_OVERLAP, DEFAULT_TILE, stylize_tiled
 from instyle.utils import InstyleError, pick_device
 from instyle.zoo import resolve_model
-from instyle.zoo.ship import card_defaults
 
 
 class ClampedGenerator(nn.Module):

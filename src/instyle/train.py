@@ -270,14 +270,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         # clipping and skipping. Clipping keeps one wild batch from wrecking the instance-norm scales
         # (a run without it collapsed to flat outputs); a non-finite gradient skips the step.
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
-        finite = bool(torch.isfinite(grad_norm))
-        if finite or scaler.is_enabled():
-            scaler.step(opt)  # fp16: the scaler skips steps with inf gradients itself and lowers its scale
+        # fp16: the scaler skips steps with inf gradients itself and lowers its scale
+        stepped = bool(torch.isfinite(grad_norm)) or scaler.is_enabled()
+        if stepped:
+            scaler.step(opt)
         scaler.update()
         average_buffers(model, dist_info)
         state["step"] += 1
         step = state["step"]
-        if finite or scaler.is_enabled():
+        if stepped:
             bad_streak = 0
         else:
             bad_streak += 1

@@ -38,6 +38,7 @@ __all__ = [
     "gram_matrix",
     "optimize_image",
     "style_distance",
+    "style_distances",
     "total_variation",
 ]
 
@@ -56,10 +57,15 @@ def gram_matrix(f: Tensor) -> Tensor:
         return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
 
 
-def style_distance(gram: Tensor, target: Tensor) -> Tensor:
-    """MSE over Gram entries; a (1, C, C) target broadcasts over the batch."""
+def style_distances(gram: Tensor, target: Tensor) -> Tensor:
+    """(N,) mean squared differences over each image's Gram entries; a (1, C, C) target broadcasts."""
     with torch.autocast(device_type=gram.device.type, enabled=False):
-        return F.mse_loss(gram.float(), target.float().expand_as(gram))
+        return (gram.float() - target.float()).pow(2).mean(dim=(1, 2)).expand(len(gram))
+
+
+def style_distance(gram: Tensor, target: Tensor) -> Tensor:
+    """MSE over Gram entries (every image has as many, so the mean of ``style_distances``)."""
+    return style_distances(gram, target).mean()
 
 
 def content_distance(feat: Tensor, target: Tensor) -> Tensor:
@@ -271,12 +277,11 @@ class PerceptualLoss(nn.Module):
                 target = target[style_index]
             elif style_index is not None:
                 target = target[style_index : style_index + 1]
-            gram = gram_matrix(feats[name])
-            d = style_distance(gram, target)
+            per_image = style_distances(gram_matrix(feats[name]), target)
+            d = per_image.mean()
             result[f"detail/style/{name}"] = d.detach()
             if self.style_scales is not None and style_index is not None:
-                per_image = (gram - target.float()).pow(2).mean(dim=(1, 2)).expand(len(gram))
-                d = (per_image * self.style_scales.to(gram.device)[style_index]).mean()
+                d = (per_image * self.style_scales.to(per_image.device)[style_index]).mean()
             style_term = style_term + w * d
 
         tv_term = total_variation(output) if cfg.tv_weight else zero

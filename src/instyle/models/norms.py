@@ -80,12 +80,10 @@ class Norm2d(nn.Module):
         return self._forward(x, self.weight, self.bias)
 
     def _forward_multi(self, x: torch.Tensor) -> torch.Tensor:
-        w, b = self.affine()
-        y = self._forward(x, None, None)
-        if w.dim() == 1:
-            return y * w.to(y.dtype)[:, None, None] + b.to(y.dtype)[:, None, None]
-        if w.shape[0] != x.shape[0]:
+        w, b = self.affine()  # (C,) for one style index, (N, C) for one per image
+        if w.dim() == 2 and w.shape[0] != x.shape[0]:
             raise ValueError(f"style_index has {w.shape[0]} entries for a batch of {x.shape[0]}")
+        y = self._forward(x, None, None)
         return y * w.to(y.dtype)[..., None, None] + b.to(y.dtype)[..., None, None]
 
     def _forward(self, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:

@@ -13,7 +13,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,10 +25,9 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from instyle.data.images import ImageError, load_image
-from instyle.modelfile import read_card
+from instyle.modelfile import card_defaults, read_card
 from instyle.utils import InstyleError
 from instyle.zoo import ZOO_DIR, list_styles
-from instyle.zoo.ship import card_defaults
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 DEFAULT_MAX_PIXELS = 40_000_000  # a 40 MP photo is ~0.5 GB of float activations per layer: enough for a server
@@ -46,7 +45,7 @@ class StyleEntry:
     title: str
     path: Path
     shipped: bool
-    defaults: dict[str, float] = field(default_factory=lambda: {"strength": 1.0, "scale": 1.0})
+    defaults: dict[str, float]  # the card's tuned strength and stroke scale
 
 
 def _title(card: dict[str, Any], fallback: str) -> str:

@@ -8,7 +8,6 @@ tuned by eye (style strength, stroke scale) and the ``command`` that retrains it
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -32,9 +31,3 @@ def ship(model_path: str | Path, name: str, description: str, *, strength: float
     out = Path(dest) / f"{name}.safetensors"
     save_model(model, card, out, dtype=torch.float16)
     return out
-
-
-def card_defaults(card: dict[str, Any]) -> dict[str, float]:
-    """The controls a card recommends (``strength``, ``scale``); 1.0 where it says nothing."""
-    d = card.get("defaults") or {}
-    return {"strength": float(d.get("strength", 1.0)), "scale": float(d.get("scale", 1.0))}
