@@ -130,3 +130,45 @@ def test_a_nan_batch_is_skipped_and_a_persistent_one_stops_the_run(photos_dir, s
     with pytest.raises(InstyleError, match="diverged"):
         train(_cfg(photos_dir, style_image, tmp_path / "n.safetensors", iters=30, holdout=0,
                    vgg_weights="random", size=32, style_size=32), progress=False)
+
+
+def _tiny(photos: Path, style: Path, out: Path, **kw: object) -> TrainConfig:
+    base = dict(holdout=2, vgg_weights="random", size=32, style_size=32, eval_every=2, log_every=1)
+    base.update(kw)
+    return _cfg(photos, style, out, **base)
+
+
+def test_init_continues_a_finished_run_with_a_warm_up(photos_dir, style_image, tmp_path) -> None:
+    first = tmp_path / "a.safetensors"
+    card_a = train(_tiny(photos_dir, style_image, first, iters=4), progress=False)
+    more = tmp_path / "b.safetensors"
+    card = train(_tiny(photos_dir, style_image, more, iters=3, init=str(first)), progress=False)
+    assert card["steps"] == 7 and card["init"]["steps"] == 4 and card["init"]["file"] == "a.safetensors"
+    assert [r["step"] for r in card["metrics"]["holdout_curve"]] == [2, 4, 6, 7], "the curve carries over"
+    assert card["wall_time_s"] >= card_a["wall_time_s"]
+    log = [json.loads(x)["step"] for x in (tmp_path / "b.log.jsonl").read_text().splitlines() if "holdout" not in x]
+    assert log == [5, 6, 7]
+
+    # Adam's first step moves every weight by about lr; the default warm-up (100 steps) cuts that 100x
+    start = load_file(str(first))
+    for warmup, bound in ((None, 1.5e-2), (0, None)):
+        out = tmp_path / f"w{warmup}.safetensors"
+        train(_tiny(photos_dir, style_image, out, iters=1, init=str(first), warmup=warmup, holdout=0),
+              progress=False)
+        moved = max((load_file(str(out))[k] - v).abs().max().item() for k, v in start.items()
+                    if "running_" not in k)  # the weights, not the norms' running statistics
+        if bound is not None:
+            assert moved < bound * 5e-3, moved
+        else:
+            assert moved > 0.5 * 5e-3, moved
+
+
+def test_init_from_a_different_architecture_is_a_clear_error(photos_dir, style_image, tmp_path) -> None:
+    first = tmp_path / "a.safetensors"
+    train(_tiny(photos_dir, style_image, first, iters=1, holdout=0), progress=False)
+    with pytest.raises(InstyleError, match="does not fit this run"):
+        train(_tiny(photos_dir, style_image, tmp_path / "b.safetensors", iters=1, holdout=0, arch="johnson",
+                    init=str(first)), progress=False)
+    with pytest.raises(InstyleError, match="not found"):
+        train(_tiny(photos_dir, style_image, tmp_path / "c.safetensors", init=str(tmp_path / "nope.safetensors")),
+              progress=False)

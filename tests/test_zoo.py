@@ -62,6 +62,16 @@ def test_train_command_reproduces_the_recorded_options(trained: Path) -> None:
     assert "--precision" not in cmd and "--device" not in cmd, "where it ran is not part of the recipe"
 
 
+def test_a_continued_run_is_reproduced_as_one_run_from_scratch(trained: Path, tmp_path) -> None:
+    card = _card(trained)
+    card["train"].update(init="/elsewhere/runs/first.safetensors", iters=1000)
+    card.update(steps=2234, init={"file": "first.safetensors", "sha256": "0" * 64, "steps": 1234})
+    cmd = train_command(card)
+    assert "--iters 2234" in cmd and "--init" not in cmd and "--warmup" not in cmd
+    cfg = config_from_card(card, tmp_path / "again.safetensors")
+    assert (cfg.iters, cfg.init, cfg.warmup) == (2234, None, None)
+
+
 def test_config_from_card_finds_the_style_again_and_checks_it(trained: Path, data_dir: Path, tmp_path) -> None:
     cfg = config_from_card(_card(trained), tmp_path / "again.safetensors", iters=3)
     assert cfg.style == str(data_dir / "style" / "stripes.png")

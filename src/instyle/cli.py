@@ -53,6 +53,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--resume", action="store_true", help="continue from MODEL.ckpt.safetensors")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="start from a trained model (same arch, norm and number of styles) and train --iters "
+                        "more steps: continue a finished run, or fine-tune a zoo style towards a new one")
+    p.add_argument("--warmup", type=int, default=None, metavar="STEPS",
+                   help="linear learning-rate warm-up (default: 100 steps with --init, none otherwise)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
@@ -78,6 +83,7 @@ def _style_file(style: str) -> tuple[Path, dict]:
 
 def _cmd_train(a: argparse.Namespace) -> int:
     from instyle.train import TrainConfig, train
+    from instyle.zoo import resolve_model
 
     if a.style_scales and len(a.style_scales) != len(a.style):
         raise InstyleError(f"--style-scales: {len(a.style_scales)} values for {len(a.style)} styles")
@@ -100,6 +106,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         precision=a.precision, device=a.device, workers=a.workers, holdout=a.holdout,
         eval_every=a.eval_every, checkpoint_every=a.checkpoint_every,
         style_meta=metas[0] if len(metas) == 1 else metas, style_scales=a.style_scales,
+        init=str(resolve_model(a.init)) if a.init else None, warmup=a.warmup,
     )
     card = train(cfg, resume=a.resume, progress=not a.quiet)
     last = card["metrics"]["final_train"]

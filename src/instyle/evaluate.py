@@ -50,15 +50,28 @@ def run_model(model: nn.Module, photos: torch.Tensor, chunk: int = 4,
 
 @torch.no_grad()
 def loss_terms(criterion: PerceptualLoss, outputs: torch.Tensor, photos: torch.Tensor,
-               chunk: int = 4, style_index: int | None = None) -> dict[str, float]:
-    """Mean weighted loss terms over images (``total``, ``content``, ``style``, ``tv``)."""
+               chunk: int = 4, style_index: int | None = None,
+               targets: list[dict[str, torch.Tensor]] | None = None) -> dict[str, float]:
+    """Mean weighted loss terms over images (``total``, ``content``, ``style``, ``tv``).
+
+    ``targets``: ``chunked_content_targets(criterion, photos, chunk)``, when the same photos are
+    scored against several styles (the content targets do not depend on the style)."""
     device = criterion.device
     sums = dict.fromkeys(MAIN_TERMS, 0.0)
-    for i in range(0, len(photos), chunk):
-        terms = criterion(outputs[i : i + chunk].to(device), photos[i : i + chunk].to(device), style_index)
+    for n, i in enumerate(range(0, len(photos), chunk)):
+        terms = criterion(outputs[i : i + chunk].to(device), photos[i : i + chunk].to(device), style_index,
+                          targets[n] if targets is not None else None)
         for k in MAIN_TERMS:
             sums[k] += terms[k].item() * len(photos[i : i + chunk])
     return {k: v / len(photos) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def chunked_content_targets(criterion: PerceptualLoss, photos: torch.Tensor,
+                            chunk: int = 4) -> list[dict[str, torch.Tensor]]:
+    """The content targets of ``photos`` in ``loss_terms``' chunks, to compute them once."""
+    return [criterion.content_targets(photos[i : i + chunk].to(criterion.device))
+            for i in range(0, len(photos), chunk)]
 
 
 def gatys_ceiling(criterion: PerceptualLoss, photos: torch.Tensor, steps: int,

@@ -23,7 +23,7 @@ _FLAGS = {
     "batch": "--batch", "iters": "--iters", "lr": "--lr", "grad_clip": "--grad-clip", "seed": "--seed",
     "precision": "--precision",
     "device": "--device", "workers": "--workers", "holdout": "--holdout", "eval_every": "--eval-every",
-    "checkpoint_every": "--checkpoint-every",
+    "checkpoint_every": "--checkpoint-every", "warmup": "--warmup",
 }
 _NOT_REPRODUCED = {"device", "workers", "precision"}  # where it ran, not what it learned
 
@@ -45,9 +45,18 @@ def _joint_style_entries(card: dict[str, Any]) -> list[dict[str, Any]]:
     return card_styles(card)
 
 
+def _from_scratch(card: dict[str, Any]) -> dict[str, Any]:
+    """The card's training config as one run from scratch: a run continued with ``--init`` counts
+    the steps of its whole chain (the intermediate model files are not shipped)."""
+    train = dict(card["train"])
+    if train.get("init"):
+        train.update(init=None, warmup=None, iters=card["steps"])
+    return train
+
+
 def train_command(card: dict[str, Any], output: str | None = None) -> str:
     """The ``instyle train`` command line that reproduces the run (fetched styles by slug)."""
-    train = card["train"]
+    train = _from_scratch(card)
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
     args = ["instyle", "train"]
     for path in _train_styles(card):
@@ -70,7 +79,7 @@ def config_from_card(card: dict[str, Any], output: str | Path, content: str | Pa
     if "train" not in card:
         raise InstyleError("this model card has no training record (train section); it cannot be retrained")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    kw = {k: v for k, v in card["train"].items() if k in fields}
+    kw = {k: v for k, v in _from_scratch(card).items() if k in fields}
     styles = []
     for entry, trained in zip(_joint_style_entries(card), _train_styles(card), strict=True):
         name = Path(entry.get("file") or trained).stem

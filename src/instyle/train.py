@@ -37,7 +37,7 @@ from instyle.distributed import (
     sharded_batches,
     shutdown,
 )
-from instyle.evaluate import MAIN_TERMS, center_crops, loss_terms, run_model
+from instyle.evaluate import MAIN_TERMS, center_crops, chunked_content_targets, loss_terms, run_model
 from instyle.losses.perceptual import PerceptualLoss, get_preset
 from instyle.modelfile import save_model
 from instyle.models import create_model, set_style_index, single_style_state
@@ -85,6 +85,8 @@ class TrainConfig:
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     style_meta: dict[str, Any] | list[dict[str, Any]] = field(default_factory=dict)  # title, license… per style
     style_scales: list[float] = field(default_factory=list)  # per-style style-weight multipliers (joint runs)
+    init: str | None = None  # a model file to start from: ``iters`` more steps on top of its own
+    warmup: int | None = None  # steps of linear learning-rate warm-up (None: 100 with ``init``, else 0)
 
     def style_files(self) -> list[str]:
         return [self.style] if isinstance(self.style, str) else list(self.style)
@@ -221,7 +223,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     dataset = CropDataset(train_files, cfg.size, seed=cfg.seed)
     hold = center_crops(hold_files, cfg.size) if hold_files and main else None
 
-    state: dict[str, Any] = {"step": 0, "elapsed": 0.0, "holdout_curve": [], "last": {}}
+    state: dict[str, Any] = {"step": 0, "start": 0, "elapsed": 0.0, "holdout_curve": [], "last": {}}
+    if cfg.init and not resume:
+        state.update(init_from_model(model, cfg))
     if resume:
         if not ckpt_path.is_file():
             raise InstyleError(f"--resume: no checkpoint at {ckpt_path}")
@@ -235,6 +239,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     elif log_path.exists() and main:
         log_path.unlink()
     state["config"] = dataclasses.asdict(cfg)
+    end = state.get("start", 0) + cfg.iters
 
     net: torch.nn.Module = model
     if dist_info.enabled:
@@ -249,12 +254,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         batches = infinite_batches(
             dataset, cfg.batch, seed=cfg.seed, num_workers=cfg.workers, start_step=state["step"]
         )
-    bar = tqdm(total=cfg.iters, initial=state["step"], disable=not progress or not main, unit="step",
+    bar = tqdm(total=end, initial=state["step"], disable=not progress or not main, unit="step",
                dynamic_ncols=True, desc=f"{cfg.arch}/{cfg.norm}")
     t0 = time.perf_counter() - state["elapsed"]
     bad_streak = 0
-    while state["step"] < cfg.iters:
+    warmup = cfg.warmup if cfg.warmup is not None else (100 if cfg.init else 0)
+    while state["step"] < end:
         x = next(batches).to(device, non_blocking=True)
+        if warmup:  # Adam's first steps move every weight by about lr: fatal to a trained model
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * min(1.0, (state["step"] - state["start"] + 1) / warmup)
         style_index = None
         if n_styles > 1:  # styles take turns image by image along the global data stream
             first = state["step"] * cfg.batch + dist_info.rank * len(x)
@@ -286,7 +295,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             if bad_streak >= MAX_BAD_STEPS:
                 raise InstyleError(f"training diverged at step {step} ({bad_streak} steps in a row with a "
                                    "non-finite gradient); lower --lr or set --grad-clip")
-        if step % cfg.log_every == 0 or step == cfg.iters:
+        if step % cfg.log_every == 0 or step == end:
             terms = mean_over_ranks(terms, dist_info)
             rec = {"step": step, **{k: round(v.item(), 6) for k, v in terms.items()},
                    "grad_norm": round(float(grad_norm), 4), "elapsed": round(time.perf_counter() - t0, 2)}
@@ -296,15 +305,17 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             bar.set_postfix({k: f"{rec[k]:.3g}" for k in MAIN_TERMS})
             if on_log:
                 on_log(rec)
-        if hold is not None and (step % cfg.eval_every == 0 or step == cfg.iters):
+        if hold is not None and (step % cfg.eval_every == 0 or step == end):
+            hold_targets = chunked_content_targets(criterion, hold)
             for s in range(n_styles):
-                rec = {"step": step, **evaluate_holdout(model, criterion, hold, amp_dtype, s if n_styles > 1 else None)}
+                rec = {"step": step, **evaluate_holdout(model, criterion, hold, amp_dtype,
+                                                        s if n_styles > 1 else None, hold_targets)}
                 if n_styles > 1:
                     rec["style_index"] = s
                 state["holdout_curve"].append(rec)
                 _append_log(log_path, {"holdout": True, **rec})
         bar.update(1)
-        if main and step % cfg.checkpoint_every == 0 and step < cfg.iters:
+        if main and step % cfg.checkpoint_every == 0 and step < end:
             state["elapsed"] = time.perf_counter() - t0
             save_checkpoint(ckpt_path, model, opt, state)
     bar.close()
@@ -321,6 +332,35 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     barrier(dist_info)  # the model file exists for every rank once train() returns
     shutdown(dist_info)
     return card
+
+
+def init_from_model(model: torch.nn.Module, cfg: TrainConfig) -> dict[str, Any]:
+    """Load ``cfg.init``'s weights into ``model``; the run then counts on from that model's steps.
+
+    This continues a finished run (its checkpoint, with the Adam moments, is gone by then) or
+    starts a new style from a trained model's weights instead of random ones.
+    The held-out curve carries over when the styles are the same, so the card shows the whole run.
+    """
+    from safetensors.torch import load_file
+
+    from instyle.modelfile import read_card
+
+    path = Path(cfg.init or "")
+    if not path.is_file():
+        raise InstyleError(f"--init: {path} not found")
+    card = read_card(path)
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise InstyleError(f"--init: {path} ({card.get('arch')}/{card.get('norm')}, "
+                           f"{len(card.get('styles', [0]))} style(s)) does not fit this run: {first}") from None
+    steps = int(card.get("steps", 0))
+    entries = card.get("styles") or [card.get("style", {})]
+    same = [e.get("sha256") for e in entries] == [sha256_file(f) for f in cfg.style_files()]
+    return {"step": steps, "start": steps, "elapsed": float(card.get("wall_time_s", 0.0)) if same else 0.0,
+            "holdout_curve": list(card.get("metrics", {}).get("holdout_curve", [])) if same else [],
+            "init": {"file": path.name, "sha256": sha256_file(path), "steps": steps}}
 
 
 def split_paths(cfg: TrainConfig) -> list[Path]:
@@ -351,13 +391,15 @@ def write_single_style(model: torch.nn.Module, joint_card: dict[str, Any], index
 
 
 def evaluate_holdout(model: torch.nn.Module, criterion: PerceptualLoss, hold: torch.Tensor,
-                     amp_dtype: torch.dtype | None, style_index: int | None = None) -> dict[str, float]:
+                     amp_dtype: torch.dtype | None, style_index: int | None = None,
+                     targets: list[dict[str, torch.Tensor]] | None = None) -> dict[str, float]:
     """Mean loss terms on held-out photos, with the model in eval mode (test-time statistics)."""
     was_training = model.training
     model.eval()
     if style_index is not None:
         set_style_index(model, style_index)
-    terms = loss_terms(criterion, run_model(model, hold, autocast_dtype=amp_dtype), hold, style_index=style_index)
+    terms = loss_terms(criterion, run_model(model, hold, autocast_dtype=amp_dtype), hold, style_index=style_index,
+                       targets=targets)
     model.train(was_training)
     return {k: round(v, 6) for k, v in terms.items()}
 
@@ -394,6 +436,7 @@ def _model_card(cfg: TrainConfig, loss: dict[str, Any], state: dict[str, Any], d
         "metrics": {"final_train": state["last"], "holdout_curve": state["holdout_curve"],
                     "holdout_final": state["holdout_curve"][-1] if state["holdout_curve"] else None},
         "steps": state["step"],
+        **({"init": state["init"]} if "init" in state else {}),
         "wall_time_s": round(state["elapsed"], 1),
         "machine": machine_description(),
         "device": str(device),
