@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -172,3 +173,14 @@ def test_init_from_a_different_architecture_is_a_clear_error(photos_dir, style_i
     with pytest.raises(InstyleError, match="not found"):
         train(_tiny(photos_dir, style_image, tmp_path / "c.safetensors", init=str(tmp_path / "nope.safetensors")),
               progress=False)
+
+
+def test_learning_rate_warms_up_after_init_and_anneals_at_the_end() -> None:
+    from instyle.train import lr_factor
+
+    cfg = TrainConfig(style="s.png", content="c", output="o.safetensors", iters=1000, decay=400)
+    assert [lr_factor(cfg, d) for d in (0, 599)] == [1.0, 1.0], "no warm-up from scratch by default"
+    assert lr_factor(cfg, 800) == pytest.approx(0.5) and lr_factor(cfg, 999) < 1e-4
+    cont = dataclasses.replace(cfg, init="m.safetensors", decay=0)
+    assert lr_factor(cont, 0) == pytest.approx(0.01) and lr_factor(cont, 49) == pytest.approx(0.5)
+    assert lr_factor(cont, 99) == lr_factor(cont, 999) == 1.0

@@ -58,6 +58,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "more steps: continue a finished run, or fine-tune a zoo style towards a new one")
     p.add_argument("--warmup", type=int, default=None, metavar="STEPS",
                    help="linear learning-rate warm-up (default: 100 steps with --init, none otherwise)")
+    p.add_argument("--decay", type=int, default=0, metavar="STEPS",
+                   help="anneal the learning rate to 0 over the last STEPS steps (cosine); settles the weights")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
@@ -106,7 +108,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         precision=a.precision, device=a.device, workers=a.workers, holdout=a.holdout,
         eval_every=a.eval_every, checkpoint_every=a.checkpoint_every,
         style_meta=metas[0] if len(metas) == 1 else metas, style_scales=a.style_scales,
-        init=str(resolve_model(a.init)) if a.init else None, warmup=a.warmup,
+        init=str(resolve_model(a.init)) if a.init else None, warmup=a.warmup, decay=a.decay,
     )
     card = train(cfg, resume=a.resume, progress=not a.quiet)
     last = card["metrics"]["final_train"]

@@ -23,7 +23,7 @@ _FLAGS = {
     "batch": "--batch", "iters": "--iters", "lr": "--lr", "grad_clip": "--grad-clip", "seed": "--seed",
     "precision": "--precision",
     "device": "--device", "workers": "--workers", "holdout": "--holdout", "eval_every": "--eval-every",
-    "checkpoint_every": "--checkpoint-every", "warmup": "--warmup",
+    "checkpoint_every": "--checkpoint-every", "warmup": "--warmup", "decay": "--decay",
 }
 _NOT_REPRODUCED = {"device", "workers", "precision"}  # where it ran, not what it learned
 
