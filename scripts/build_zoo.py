@@ -4,7 +4,7 @@ and draw the held-out loss curves of every shipped style into ``docs/zoo-curves.
 The models come from two joint runs (all styles share one network's convolutions; see
 ``instyle.models.norms``), made by the commands recorded in each card's ``command``:
 
-    python scripts/build_zoo.py --run runs/zoo/johnson --fast-run runs/zoo/johnson-half
+    python scripts/build_zoo.py --run runs/zoo/johnson-long --fast-run runs/zoo/johnson-half-long
 
 ``strength``/``scale`` were tuned by eye on held-out 1024 px photos (docs/zoo.md says how).
 """
@@ -29,9 +29,15 @@ CATALOG: dict[str, tuple[str, float, float]] = {
 }
 FAST = ("starry-night", "great-wave")  # also shipped as johnson-half, named SLUG-fast
 FAST_NOTE = "(half-width net: 2.9x faster, 130 vs 380 ms at 512 px, bf16, 2-core CPU)"  # measured, see README
-RUN_NOTES = ("Steps 1-800 of the joint johnson run ran without gradient clipping; at step ~830 it collapsed to "
-             "flat outputs, and it was resumed from the step-800 checkpoint with --grad-clip 500. The recorded "
-             "command clips from the start: it reproduces the recipe, not these exact weights.")
+RUN_NOTES = ("Trained in two stages. Steps 1-1600: the first joint run; its steps 1-800 ran without gradient "
+             "clipping, it collapsed to flat outputs at step ~830 and was resumed from the step-800 checkpoint "
+             "with --grad-clip 500. Steps 1601-3800: continued from those weights with --init (Adam restarted, "
+             "100-step learning-rate warm-up), the rate annealed to 0 over the last 800 steps (--decay 800). The "
+             "recorded command is the equivalent single run (clipping and decay from the start): it reproduces "
+             "the recipe, not these exact weights.")
+FAST_RUN_NOTES = ("Trained in two stages: steps 1-500 by the first joint run, steps 501-1100 continued from its "
+                  "weights with --init (Adam restarted, 100-step warm-up) and the learning rate annealed to 0 over "
+                  "the last 300 steps (--decay 300). The recorded command is the equivalent single run.")
 
 # What we saw looking at held-out 1024 px photos at full size (filled in by whoever trains the zoo).
 REVIEW = Path(__file__).with_name("zoo_review.md")
@@ -55,11 +61,13 @@ et al. 2017 — the IN layer is where a style lives). Training images take turns
 At the end each style is written out as an ordinary single-style network (bit-for-bit the joint
 network with that style's scale and shift), so shipped files are plain `johnson` / `johnson-half`
 models. We did it this way for compute: on the 2-core CPU a 256 px, batch-4 step of the full
-`johnson` takes about 2.5 s, so nine separate runs of 2000 steps would take 12–13 hours; the joint
-run takes one and a half. The price is that each style saw about 1/9 of the 8000 training crops.
+`johnson` takes about 2.7 s, so nine separate runs of 3800 steps would take about a day; the joint
+run took about three hours (below). The price is that each style saw about 1/9 of the 15 200
+training crops, some 1700 each.
 
 ![held-out loss curves](zoo-curves.png)
 
+Dotted lines: where a run was continued from its weights (`--init`, see the cards' notes).
 The held-out style terms include each style's `--style-scales` multiplier (`leopard` 0.1,
 `mona-lisa` 3), so compare a curve with itself, not across styles. The curves are still falling
 slowly at the end: the models are not converged (see the review below).
@@ -88,7 +96,10 @@ def curves_figure(cards: dict[str, dict], path: Path) -> None:
         style = "--" if card["arch"] == "johnson-half" else "-"
         for ax, term in zip(axes, ("total", "style", "content"), strict=True):
             ax.plot(steps, [r[term] for r in curve], style, label=name)
+    restarts = {c["init"]["steps"] for c in cards.values() if c.get("init")}
     for ax, term in zip(axes, ("total", "style", "content"), strict=True):
+        for step in restarts:  # where a run was continued with --init
+            ax.axvline(step, color="grey", lw=0.8, ls=":")
         ax.set_title(f"held-out {term} loss (8 photos, eval mode)")
         ax.set_xlabel("training step")
         ax.set_yscale("log")
@@ -145,7 +156,7 @@ def main() -> None:
         for slug in FAST:
             desc, strength, scale = CATALOG[slug]
             out = ship(a.fast_run / f"{slug}.safetensors", f"{slug}-fast", f"{desc} {FAST_NOTE}",
-                       strength=strength, scale=scale, dest=a.dest)
+                       strength=strength, scale=scale, dest=a.dest, notes=FAST_RUN_NOTES)
             shipped[f"{slug}-fast"] = out
     cards = {name: json.loads(path.with_suffix(".json").read_text()) for name, path in shipped.items()}
     curves_figure(cards, a.curves)
