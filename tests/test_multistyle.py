@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from instyle.evaluate import chunked_content_targets, loss_terms
 from instyle.losses.perceptual import LossConfig, PerceptualLoss
 from instyle.losses.vgg import VGG16Features
 from instyle.modelfile import load_model
@@ -66,6 +67,12 @@ def test_loss_judges_each_image_by_its_own_style() -> None:
     # precomputed content targets give the same loss as computing them inside
     targets = both.content_targets(content)
     torch.testing.assert_close(both(out, content, 1, targets)["total"], both(out, content, 1)["total"])
+    # and so do loss_terms' chunks (a joint run scores the held-out photos against every style)
+    outs, photos = torch.rand(5, 3, 32, 32), torch.rand(5, 3, 32, 32)
+    chunked = chunked_content_targets(both, photos, chunk=2)
+    assert len(chunked) == 3
+    for s in range(2):
+        assert loss_terms(both, outs, photos, 2, s, chunked) == pytest.approx(loss_terms(both, outs, photos, 2, s))
 
 
 @pytest.fixture()
