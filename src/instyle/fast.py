@@ -16,6 +16,8 @@ backend            what it does
 ``onnxruntime``    exported once with dynamic N/H/W, run by ONNX Runtime's CPU provider
 ``fp16``           fp16 weights and activations, channels_last (CUDA)
 ``cuda-graphs``    fp16 on CUDA, each input shape captured once as a CUDA graph and replayed
+``int8``           8-bit weights and activations (torchao PT2E, oneDNN VNNI kernels via inductor),
+                   quantized and compiled once per input shape; CPU, ``pip install instyle[int8]``
 =================  ======================================================================
 """
 
@@ -35,7 +37,8 @@ from torch import Tensor, nn
 
 from instyle.utils import InstyleError, atomic_write_bytes, atomic_write_text, cache_dir, cpu_supports_bf16, pick_device
 
-BACKENDS = ("auto", "eager", "channels_last", "bf16", "compile", "compile-bf16", "onnxruntime", "fp16", "cuda-graphs")
+BACKENDS = ("auto", "eager", "channels_last", "bf16", "compile", "compile-bf16", "onnxruntime", "fp16", "cuda-graphs",
+            "int8")
 MIN_PSNR = 40.0
 CUDA_ONLY = ("fp16", "cuda-graphs")
 
@@ -217,11 +220,63 @@ class CudaGraphRunner(ModuleRunner):
             return static_out.float()  # a fresh tensor: the static output is overwritten next frame
 
 
+class Int8Runner(Runner):
+    """Static int8 quantization (PT2E + X86InductorQuantizer), compiled by inductor per input shape.
+
+    Activation ranges are calibrated on three synthetic photo-like images of the input's shape
+    (``sample_image``), never on the user's image, so results do not depend on what came first.
+    Measured 4.9x fp32 eager at 512² at 40 dB, but 38 dB at 1920x1080: explicit only, never ``auto``.
+    """
+
+    backend = "int8"
+
+    def __init__(self, module: nn.Module, device: torch.device, max_shapes: int = 4):
+        if device.type != "cpu":
+            raise InstyleError("the int8 backend runs on the CPU; use --device cpu")
+        if not _has_torchao():
+            raise InstyleError("the int8 backend needs `pip install instyle[int8]` (torchao)")
+        self.device, self.module = device, module.eval()
+        self.max_shapes = max_shapes
+        self._graphs: OrderedDict[tuple[int, ...], Callable[[Tensor], Tensor]] = OrderedDict()
+        self._eager = ModuleRunner(module, device)
+
+    @property
+    def eager_runner(self) -> Runner:
+        return self._eager
+
+    def _quantize(self, shape: tuple[int, ...]) -> Callable[[Tensor], Tensor]:
+        import torch._inductor.config
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        n, _, h, w = shape
+        example = sample_image((h, w), n=n)
+        graph = torch.export.export(self.module, (example,)).module()
+        quantizer = xiq.X86InductorQuantizer()
+        quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
+        prepared = prepare_pt2e(graph, quantizer)
+        for seed in range(3):
+            prepared(sample_image((h, w), n=n, seed=seed))
+        torch._inductor.config.freezing = True
+        return torch.compile(convert_pt2e(prepared))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        key = tuple(x.shape)
+        with torch.no_grad():
+            if key not in self._graphs:
+                if len(self._graphs) >= self.max_shapes:
+                    self._graphs.popitem(last=False)
+                self._graphs[key] = self._quantize(key)
+            self._graphs.move_to_end(key)
+            return self._graphs[key](x.to(self.device).float()).float().contiguous()
+
+
 def available_backends(device: torch.device) -> list[str]:
     """Backends that can run on ``device`` here (whether they are fast or accurate is another matter)."""
     names = ["eager", "channels_last", "compile"]
     if device.type == "cpu":
         names += ["bf16", "compile-bf16"] + (["onnxruntime"] if _has_onnxruntime() else [])
+        names += ["int8"] if _has_torchao() else []
     if device.type == "cuda":
         names += ["bf16", "fp16", "cuda-graphs"]
     return names
@@ -231,6 +286,14 @@ def _has_onnxruntime() -> bool:
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _has_torchao() -> bool:
+    try:
+        import torchao  # noqa: F401
     except ImportError:
         return False
     return True
@@ -281,6 +344,8 @@ def build_runner(module: nn.Module, backend: str = "auto", device: str | torch.d
         if dev.type != "cpu":
             raise InstyleError("the onnxruntime backend runs on the CPU; use --device cpu")
         return OnnxRunner(module, dev)
+    if backend == "int8":
+        return Int8Runner(module, dev)
     return CudaGraphRunner(module, dev)
 
 
