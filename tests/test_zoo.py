@@ -107,6 +107,19 @@ def test_retrain_cli_prints_the_command_and_runs_from_the_card(trained: Path, tm
     assert not (tmp_path / "re").exists()
 
 
+def test_retrain_prints_the_steps_it_will_run_for_a_continued_card(trained: Path, tmp_path, capsys) -> None:
+    card = _card(trained)
+    card["train"]["init"] = "/elsewhere/runs/first.safetensors"
+    card["steps"] = 2234
+    continued = tmp_path / "continued.safetensors"
+    save_model(create_model("johnson-half"), card, continued)
+    assert main(["retrain", str(continued), "-o", str(tmp_path / "re"), "--dry-run"]) == 0
+    assert "--iters 2234" in capsys.readouterr().out
+    assert main(["retrain", str(continued), "-o", str(tmp_path / "re"), "--iters", "50", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "--iters 50" in out and "--init" not in out
+
+
 def test_every_shipped_style_loads_and_has_a_complete_card() -> None:
     styles = list_styles()
     for name, card in styles.items():

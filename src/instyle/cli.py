@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -149,7 +150,7 @@ def _cmd_retrain(a: argparse.Namespace) -> int:
     if a.iters is not None:
         over["iters"] = a.iters
     cfg = config_from_card(card, output, content=a.content, **over)
-    print(train_command({**card, "train": {**card["train"], **over}}, str(output)))
+    print(train_command({**card, "train": dataclasses.asdict(cfg)}, str(output)))  # what will run
     if joint:
         print(f"(a joint run: it retrains all {len(joint['styles'])} styles of {joint['model']} together)")
     if a.dry_run:
