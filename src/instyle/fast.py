@@ -177,6 +177,16 @@ def cached_onnx(module: nn.Module) -> tuple[bytes, int]:
     return data, side
 
 
+def _per_shape(cache: OrderedDict, key: tuple[int, ...], build: Callable[[], Any], max_size: int) -> Any:
+    """``cache[key]``, built on first use; the least recently used entry goes beyond ``max_size``."""
+    if key not in cache:
+        if len(cache) >= max_size:
+            cache.popitem(last=False)
+        cache[key] = build()
+    cache.move_to_end(key)
+    return cache[key]
+
+
 class CudaGraphRunner(ModuleRunner):
     """fp16 on CUDA with one captured CUDA graph per input shape (LRU, ``max_shapes``): a stream of
     same-size video frames then costs one graph launch per frame instead of ~60 kernel launches."""
@@ -208,13 +218,8 @@ class CudaGraphRunner(ModuleRunner):
     def __call__(self, x: Tensor) -> Tensor:
         with torch.inference_mode():
             xin = self.prepare(x)
-            key = tuple(xin.shape)
-            if key not in self.graphs:
-                if len(self.graphs) >= self.max_shapes:
-                    self.graphs.popitem(last=False)
-                self.graphs[key] = self._capture(xin)
-            self.graphs.move_to_end(key)
-            graph, static_in, static_out = self.graphs[key]
+            graph, static_in, static_out = _per_shape(self.graphs, tuple(xin.shape), lambda: self._capture(xin),
+                                                      self.max_shapes)
             static_in.copy_(xin)
             graph.replay()
             return static_out.float()  # a fresh tensor: the static output is overwritten next frame
@@ -225,7 +230,8 @@ class Int8Runner(Runner):
 
     Activation ranges are calibrated on three synthetic photo-like images of the input's shape
     (``sample_image``), never on the user's image, so results do not depend on what came first.
-    Measured 4.9x fp32 eager at 512² at 40 dB, but 38 dB at 1920x1080: explicit only, never ``auto``.
+    Measured 4.6x fp32 eager at 512² at 40.2 dB, but 38 dB at 1920x1080 (docs/benchmarks.md Run D):
+    explicit only, never ``auto``.
     """
 
     backend = "int8"
@@ -233,7 +239,7 @@ class Int8Runner(Runner):
     def __init__(self, module: nn.Module, device: torch.device, max_shapes: int = 4):
         if device.type != "cpu":
             raise InstyleError("the int8 backend runs on the CPU; use --device cpu")
-        if not _has_torchao():
+        if not _importable("torchao"):
             raise InstyleError("the int8 backend needs `pip install instyle[int8]` (torchao)")
         self.device, self.module = device, module.eval()
         self.max_shapes = max_shapes
@@ -263,37 +269,28 @@ class Int8Runner(Runner):
     def __call__(self, x: Tensor) -> Tensor:
         key = tuple(x.shape)
         with torch.no_grad():
-            if key not in self._graphs:
-                if len(self._graphs) >= self.max_shapes:
-                    self._graphs.popitem(last=False)
-                self._graphs[key] = self._quantize(key)
-            self._graphs.move_to_end(key)
-            return self._graphs[key](x.to(self.device).float()).float().contiguous()
+            graph = _per_shape(self._graphs, key, lambda: self._quantize(key), self.max_shapes)
+            return graph(x.to(self.device).float()).float().contiguous()
 
 
 def available_backends(device: torch.device) -> list[str]:
     """Backends that can run on ``device`` here (whether they are fast or accurate is another matter)."""
     names = ["eager", "channels_last", "compile"]
     if device.type == "cpu":
-        names += ["bf16", "compile-bf16"] + (["onnxruntime"] if _has_onnxruntime() else [])
-        names += ["int8"] if _has_torchao() else []
+        names += ["bf16", "compile-bf16"] + (["onnxruntime"] if _importable("onnx", "onnxruntime") else [])
+        names += ["int8"] if _importable("torchao") else []
     if device.type == "cuda":
         names += ["bf16", "fp16", "cuda-graphs"]
     return names
 
 
-def _has_onnxruntime() -> bool:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _importable(*modules: str) -> bool:
+    """Whether an optional extra's modules are installed (``export``: onnx + onnxruntime; ``int8``: torchao)."""
+    import importlib
 
-
-def _has_torchao() -> bool:
     try:
-        import torchao  # noqa: F401
+        for name in modules:
+            importlib.import_module(name)
     except ImportError:
         return False
     return True
@@ -307,7 +304,8 @@ def auto_candidates(device: torch.device) -> list[str]:
     warm-up costs tens of seconds per image size, which one image never recovers."""
     if device.type == "cuda":
         return ["fp16", "eager"]
-    return (["bf16"] if cpu_supports_bf16() else []) + (["onnxruntime"] if _has_onnxruntime() else []) + ["eager"]
+    onnx = ["onnxruntime"] if _importable("onnx", "onnxruntime") else []
+    return (["bf16"] if cpu_supports_bf16() else []) + onnx + ["eager"]
 
 
 def build_runner(module: nn.Module, backend: str = "auto", device: str | torch.device = "auto",
