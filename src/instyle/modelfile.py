@@ -63,14 +63,19 @@ def card_defaults(card: dict[str, Any]) -> dict[str, float]:
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the generator named in the card and load its weights as float32, in eval mode."""
-    from safetensors.torch import load_file
-
     card = read_card(path)
     model = create_model(card["arch"], norm=card["norm"], **card.get("arch_kwargs", {}))
+    load_weights(model, path, f"{path}: weights do not match {card['arch']}/{card['norm']}")
+    return model.to(device).eval(), card
+
+
+def load_weights(model: nn.Module, path: str | Path, mismatch: str) -> None:
+    """Load a model file's weights (as float32) into ``model``; ``mismatch: <first error line>`` if they
+    do not fit its layers."""
+    from safetensors.torch import load_file
+
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise InstyleError(f"{path}: weights do not match {card['arch']}/{card['norm']}: {first}") from None
-    return model.to(device).eval(), card
+        raise InstyleError(f"{mismatch}: {str(exc).splitlines()[0]}") from None

@@ -240,7 +240,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     elif log_path.exists() and main:
         log_path.unlink()
     state["config"] = dataclasses.asdict(cfg)
-    end = state.get("start", 0) + cfg.iters
+    state.setdefault("start", 0)  # checkpoints of earlier versions have none
+    end = state["start"] + cfg.iters
 
     net: torch.nn.Module = model
     if dist_info.enabled:
@@ -355,20 +356,14 @@ def init_from_model(model: torch.nn.Module, cfg: TrainConfig) -> dict[str, Any]:
     starts a new style from a trained model's weights instead of random ones.
     The held-out curve carries over when the styles are the same, so the card shows the whole run.
     """
-    from safetensors.torch import load_file
-
-    from instyle.modelfile import read_card
+    from instyle.modelfile import load_weights, read_card
 
     path = Path(cfg.init or "")
     if not path.is_file():
         raise InstyleError(f"--init: {path} not found")
     card = read_card(path)
-    try:
-        model.load_state_dict(load_file(str(path)))
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise InstyleError(f"--init: {path} ({card.get('arch')}/{card.get('norm')}, "
-                           f"{len(card.get('styles', [0]))} style(s)) does not fit this run: {first}") from None
+    load_weights(model, path, f"--init: {path} ({card.get('arch')}/{card.get('norm')}, "
+                              f"{len(card.get('styles', [0]))} style(s)) does not fit this run")
     steps = int(card.get("steps", 0))
     entries = card.get("styles") or [card.get("style", {})]
     same = [e.get("sha256") for e in entries] == [sha256_file(f) for f in cfg.style_files()]
