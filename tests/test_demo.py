@@ -26,13 +26,13 @@ def test_demo_stylizes_every_bundled_photo_and_writes_a_sheet(model_file: Path, 
 
 
 def test_demo_photos_are_never_trained_on(photos_dir: Path, tmp_path: Path) -> None:
-    from instyle.train import TrainConfig, _content_files
+    from instyle.train import TrainConfig, content_split
 
     folder = tmp_path / "content"
     folder.mkdir()
     for f in sorted(photos_dir.glob("*.jpg"))[:6]:
         (folder / f.name).write_bytes(f.read_bytes())
     (folder / "skimage-chelsea.jpg").write_bytes(next(photos_dir.glob("*.jpg")).read_bytes())
-    train, held = _content_files(TrainConfig(style="s.png", content=str(folder), output="m.safetensors", holdout=0))
+    train, held = content_split(TrainConfig(style="s.png", content=str(folder), output="m.safetensors", holdout=0))
     assert "skimage-chelsea.jpg" not in {f.name for f in train + held}
     assert len(train) == 6

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
-from instyle.fast import MIN_PSNR, auto_candidates, build_runner, check_psnr, psnr, sample_image
+from instyle.fast import (
+    CUDA_ONLY,
+    MIN_PSNR,
+    ThinConv2d,
+    auto_candidates,
+    build_runner,
+    check_psnr,
+    psnr,
+    sample_image,
+    widen_thin_convs,
+)
 from instyle.models import create_model
+from instyle.models.norms import Norm2d, make_multistyle, set_style_index
 from instyle.stylize import ClampedGenerator, Stylizer
 from instyle.utils import InstyleError, cpu_supports_bf16
 
@@ -66,10 +79,47 @@ def test_onnxruntime_ulyanov_small_and_odd_sizes() -> None:
 def test_bad_backends_are_refused(module: torch.nn.Module) -> None:
     with pytest.raises(InstyleError, match="unknown backend"):
         build_runner(module, "tensorrt", "cpu")
-    with pytest.raises(InstyleError, match="CUDA"):
-        build_runner(module, "fp16", "cpu")
+    for name in CUDA_ONLY:
+        with pytest.raises(InstyleError, match="CUDA"):
+            build_runner(module, name, "cpu")
     with pytest.raises(InstyleError, match="unknown backend"):
         Stylizer(create_model("johnson-half"), backend="nope")
+
+
+def test_widened_thin_convs_compute_the_same_function() -> None:
+    """The CUDA fp16 paths pad the 3-channel convolutions with zero channels: exact, not approximate."""
+    torch.manual_seed(0)
+    plain = create_model("johnson", norm="instance").eval()
+    widened = widen_thin_convs(copy.deepcopy(plain))
+    thin = [m for m in widened.modules() if isinstance(m, ThinConv2d)]
+    assert len(thin) == 2, "the 9x9 convolutions from and to RGB"
+    assert all(m.conv.in_channels % 8 == 0 and m.conv.out_channels % 8 == 0 for m in thin)
+    x = sample_image((40, 56), n=2)
+    with torch.no_grad():
+        torch.testing.assert_close(widened(x), plain(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("styles", [1, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_instance_norm_matches_aten(styles: int, channels_last: bool) -> None:
+    """``Norm2d.fused_eval`` (the CUDA default at test time) is the same function as F.instance_norm."""
+    torch.manual_seed(0)
+    norm = make_multistyle(Norm2d(6, "instance"), styles).eval()
+    with torch.no_grad():
+        norm.bias.normal_()
+    if styles > 1:
+        set_style_index(norm, torch.tensor([2, 0]))
+    x = (torch.randn(2, 6, 9, 11) * 3 + 2).contiguous(memory_format=torch.channels_last if channels_last
+                                                     else torch.contiguous_format)
+    try:
+        Norm2d.fused_eval = False
+        ref = norm(x)
+        Norm2d.fused_eval = True
+        fused = norm(x)
+    finally:
+        Norm2d.fused_eval = None
+    torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-5)
+    assert (fused - ref).abs().max() < 1e-4
 
 
 def test_auto_picks_a_validated_path(module: torch.nn.Module) -> None:

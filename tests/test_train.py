@@ -37,6 +37,8 @@ def test_real_training_run_lowers_the_loss_and_writes_a_card(photos_dir, style_i
         assert key in card
     assert card["style"]["sha256"] and card["train"]["iters"] == 20
     assert [r["step"] for r in card["metrics"]["holdout_curve"]] == [10, 20]
+    elapsed = [r["elapsed"] for r in card["metrics"]["holdout_curve"]]
+    assert 0 < elapsed[0] < elapsed[1] <= card["wall_time_s"] + 0.1, "held-out points carry the wall clock"
     assert card["metrics"]["holdout_final"]["style"] > 0
     assert not (tmp_path / "m.ckpt.safetensors").exists(), "checkpoint is removed once the model is written"
     model, _ = load_model(out)

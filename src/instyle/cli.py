@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -270,6 +271,33 @@ def _cmd_styles(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score models side by side on held-out photos",
+                       description="Score trained models on the same photos under one objective: the first "
+                                   "model's loss (VGG layers, weights, style image), fp32. By default the photos "
+                                   "are the first model's held-out photos, which its training never saw.")
+    p.add_argument("models", nargs="+", help="model files or shipped style names")
+    p.add_argument("--photos", nargs="+", default=None, help="image files and/or folders to score on")
+    p.add_argument("--size", type=int, default=256, help="centre crops of this size (the training size)")
+    p.add_argument("--style", default=None, help="style image (default: the first model's, from the fetched data)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from instyle.compare import markdown_table, score_models
+    from instyle.data.images import list_images
+    from instyle.utils import atomic_write_text, pick_device
+
+    photos = list_images(a.photos) if a.photos else None
+    rows = score_models(a.models, photos, a.size, Path(a.style) if a.style else None, str(pick_device(a.device)))
+    print(markdown_table(rows), end="")
+    if a.json:
+        atomic_write_text(Path(a.json), json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
 def _add_experiment(sub: argparse._SubParsersAction) -> None:
     from instyle.experiments.in_vs_bn import PRESETS
 
@@ -409,7 +437,8 @@ def _cmd_serve(a: argparse.Namespace) -> int:
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_train, _add_retrain, _add_stylize, _add_data, _add_styles, _add_weights, _add_demo, _add_experiment,
+    _add_train, _add_retrain, _add_stylize, _add_data, _add_styles, _add_weights, _add_demo, _add_evaluate,
+    _add_experiment,
     _add_video, _add_export, _add_serve,
 ]
 

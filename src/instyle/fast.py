@@ -13,8 +13,9 @@ backend            what it does
 ``bf16``           bf16 weights and activations, channels_last (CPUs with AVX-512 BF16/AMX)
 ``compile``        ``torch.compile`` of the channels_last module, one graph per input shape
 ``compile-bf16``   ``torch.compile`` of the bf16 module
+``compile-fp16``   ``torch.compile`` of the fp16 module (CUDA): inductor fuses the norms into Triton kernels
 ``onnxruntime``    exported once with dynamic N/H/W, run by ONNX Runtime's CPU provider
-``fp16``           fp16 weights and activations, channels_last (CUDA)
+``fp16``           fp16 weights and activations (CUDA; thin convolutions widened for tensor cores)
 ``cuda-graphs``    fp16 on CUDA, each input shape captured once as a CUDA graph and replayed
 ``int8``           8-bit weights and activations (torchao PT2E, oneDNN VNNI kernels via inductor),
                    quantized and compiled once per input shape; CPU, ``pip install instyle[int8]``
@@ -38,15 +39,55 @@ from torch import Tensor, nn
 from instyle.utils import InstyleError, atomic_write_bytes, atomic_write_text, cache_dir, cpu_supports_bf16, pick_device
 
 BACKENDS = ("auto", "eager", "channels_last", "bf16", "compile", "compile-bf16", "onnxruntime", "fp16", "cuda-graphs",
-            "int8")
+            "compile-fp16", "int8")
 MIN_PSNR = 40.0
-CUDA_ONLY = ("fp16", "cuda-graphs")
+CUDA_ONLY = ("fp16", "cuda-graphs", "compile-fp16")
 
 
 def psnr(a: Tensor, b: Tensor) -> float:
     """PSNR in dB between two images in [0, 1] (``inf`` when identical)."""
     mse = (a.float() - b.float()).pow(2).mean().item()
     return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+class ThinConv2d(nn.Module):
+    """A convolution with zero channels added so tensor cores get a shape they handle well, and the
+    same output: the johnson net's 9x9 convolutions take 3 channels in (the image) and give 3 out,
+    and on an H200 those two layers were 40% of a 4K frame (docs/benchmarks.md)."""
+
+    def __init__(self, conv: nn.Conv2d, multiple: int = 8):
+        super().__init__()
+        cin = -(-conv.in_channels // multiple) * multiple
+        cout = -(-conv.out_channels // multiple) * multiple
+        self.pad_in = cin - conv.in_channels
+        self.out_channels = conv.out_channels
+        w = conv.weight.detach()
+        self.conv = nn.Conv2d(cin, cout, conv.kernel_size, conv.stride, conv.padding, conv.dilation,  # type: ignore[arg-type]
+                              bias=conv.bias is not None, padding_mode=conv.padding_mode).to(w.device, w.dtype)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.weight[: conv.out_channels, : conv.in_channels] = w
+            if conv.bias is not None:
+                self.conv.bias.zero_()
+                self.conv.bias[: conv.out_channels] = conv.bias.detach()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.pad_in:
+            x = F.pad(x, (0, 0, 0, 0, 0, self.pad_in))
+        y = self.conv(x)
+        return y[:, : self.out_channels] if y.shape[1] != self.out_channels else y
+
+
+def widen_thin_convs(module: nn.Module, multiple: int = 8) -> nn.Module:
+    """Replace (in place) every Conv2d with a channel count that is not a multiple of ``multiple``
+    by a ``ThinConv2d``; returns ``module``. For CUDA half-precision paths (tensor cores)."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.Conv2d) and child.groups == 1 and (
+                child.in_channels % multiple or child.out_channels % multiple):
+            setattr(module, name, ThinConv2d(child, multiple))
+        else:
+            widen_thin_convs(child, multiple)
+    return module
 
 
 class Runner:
@@ -76,16 +117,19 @@ class ModuleRunner(Runner):
     """Eager execution, optionally with another dtype and/or channels_last (on a copy of the module)."""
 
     def __init__(self, module: nn.Module, device: torch.device, backend: str = "eager",
-                 dtype: torch.dtype = torch.float32, channels_last: bool = False):
+                 dtype: torch.dtype = torch.float32, channels_last: bool = False, widen: bool = False):
         self.backend = backend
         self.device = device
         self.dtype = dtype
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        if dtype == torch.float32 and not channels_last:
+        if dtype == torch.float32 and not channels_last and not widen:
             self.module = module  # the reference path shares the user's module
         else:
             # A copy, so ``Stylizer.module`` stays the plain fp32 module users were promised.
-            self.module = copy.deepcopy(module).to(device=device, dtype=dtype, memory_format=self.memory_format)
+            copied = copy.deepcopy(module)
+            if widen:
+                widen_thin_convs(copied)
+            self.module = copied.to(device=device, dtype=dtype, memory_format=self.memory_format)
         self.module.eval()
 
     def prepare(self, x: Tensor) -> Tensor:
@@ -99,8 +143,9 @@ class ModuleRunner(Runner):
 class CompiledRunner(ModuleRunner):
     """``torch.compile`` of a ModuleRunner's module; inductor specialises (and caches) per input shape."""
 
-    def __init__(self, module: nn.Module, device: torch.device, backend: str, dtype: torch.dtype):
-        super().__init__(module, device, backend, dtype=dtype, channels_last=True)
+    def __init__(self, module: nn.Module, device: torch.device, backend: str, dtype: torch.dtype,
+                 channels_last: bool = True, widen: bool = False):
+        super().__init__(module, device, backend, dtype=dtype, channels_last=channels_last, widen=widen)
         import torch._dynamo
         import torch._inductor.config
 
@@ -110,8 +155,8 @@ class CompiledRunner(ModuleRunner):
         # convolutions with fused bias/ReLU, the documented path for CPU inference. Inference only.
         torch._inductor.config.freezing = True
         self.compiled = torch.compile(self.module, dynamic=False)
-        self._eager = ModuleRunner(module, device, "bf16" if dtype == torch.bfloat16 else "channels_last",
-                                   dtype=dtype, channels_last=True)
+        eager_name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "channels_last")
+        self._eager = ModuleRunner(module, device, eager_name, dtype=dtype, channels_last=channels_last)
         self._eager.module = self.module  # same weights, no second copy
 
     @property
@@ -192,10 +237,10 @@ class CudaGraphRunner(ModuleRunner):
     same-size video frames then costs one graph launch per frame instead of ~60 kernel launches."""
 
     def __init__(self, module: nn.Module, device: torch.device, max_shapes: int = 4):
-        super().__init__(module, device, "cuda-graphs", dtype=torch.float16, channels_last=True)
+        super().__init__(module, device, "cuda-graphs", dtype=torch.float16, widen=True)
         self.max_shapes = max_shapes
         self.graphs: OrderedDict[tuple[int, ...], tuple[Any, Tensor, Tensor]] = OrderedDict()
-        self._eager = ModuleRunner(module, device, "fp16", dtype=torch.float16, channels_last=True)
+        self._eager = ModuleRunner(module, device, "fp16", dtype=torch.float16)
         self._eager.module = self.module
 
     @property
@@ -280,7 +325,7 @@ def available_backends(device: torch.device) -> list[str]:
         names += ["bf16", "compile-bf16"] + (["onnxruntime"] if _importable("onnx", "onnxruntime") else [])
         names += ["int8"] if _importable("torchao") else []
     if device.type == "cuda":
-        names += ["bf16", "fp16", "cuda-graphs"]
+        names += ["bf16", "fp16", "cuda-graphs", "compile-fp16"]
     return names
 
 
@@ -300,8 +345,10 @@ def auto_candidates(device: torch.device) -> list[str]:
     """What ``auto`` tries, best first (each must pass the PSNR check); measured order, see
     docs/benchmarks.md. On a CPU with native bf16, bf16 eager is fastest (and needs no export);
     ONNX Runtime (fp32) comes next and is the pick elsewhere; plain ``channels_last`` is noise.
-    Compiled paths are never automatic (though ``compile-bf16`` wins at 1024² and up): their
-    warm-up costs tens of seconds per image size, which one image never recovers."""
+    Compiled paths are never automatic (though ``compile-bf16`` wins at 1024² and up, and
+    ``compile-fp16`` on CUDA at every size): their warm-up costs seconds to a minute per image
+    size, which one image never recovers. On an H200 ``fp16`` ran 1.24-1.26x fp32 eager at
+    1920x1080 and 4K (0.81x at 256², where kernel launches dominate)."""
     if device.type == "cuda":
         return ["fp16", "eager"]
     onnx = ["onnxruntime"] if _importable("onnx", "onnxruntime") else []
@@ -326,18 +373,24 @@ def build_runner(module: nn.Module, backend: str = "auto", device: str | torch.d
         raise AssertionError("unreachable: eager is always a candidate")
     if backend in CUDA_ONLY and dev.type != "cuda":
         raise InstyleError(f"the {backend} backend needs a CUDA GPU")
+    if dev.type == "cuda":
+        # cuDNN times its algorithms once per input shape and keeps the fastest: a stream of
+        # same-size frames (or one large image) pays the search once.
+        torch.backends.cudnn.benchmark = True
     if backend == "eager":
         return ModuleRunner(module, dev)
     if backend == "channels_last":
         return ModuleRunner(module, dev, backend, channels_last=True)
     if backend == "bf16":
         return ModuleRunner(module, dev, backend, dtype=torch.bfloat16, channels_last=True)
-    if backend == "fp16":
-        return ModuleRunner(module, dev, backend, dtype=torch.float16, channels_last=True)
+    if backend == "fp16":  # NCHW and widened thin convs: measured fastest on an H200 (docs/benchmarks.md)
+        return ModuleRunner(module, dev, backend, dtype=torch.float16, widen=True)
     if backend == "compile":
         return CompiledRunner(module, dev, backend, torch.float32)
     if backend == "compile-bf16":
         return CompiledRunner(module, dev, backend, torch.bfloat16)
+    if backend == "compile-fp16":
+        return CompiledRunner(module, dev, backend, torch.float16, channels_last=False, widen=True)
     if backend == "onnxruntime":
         if dev.type != "cpu":
             raise InstyleError("the onnxruntime backend runs on the CPU; use --device cpu")

@@ -133,7 +133,8 @@ def load_style_tensor(path: str | Path, long_side: int) -> torch.Tensor:
     return pil_to_tensor(img).unsqueeze(0)
 
 
-def _content_files(cfg: TrainConfig) -> tuple[list[Path], list[Path]]:
+def content_split(cfg: TrainConfig) -> tuple[list[Path], list[Path]]:
+    """(training photos, held-out photos) of a run: the demo photos never train, the split is fixed."""
     from instyle.demo import DEMO_SOURCES
 
     files = [f for f in list_images([cfg.content]) if f.name not in DEMO_SOURCES]
@@ -220,7 +221,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
-    train_files, hold_files = _content_files(cfg)
+    train_files, hold_files = content_split(cfg)
     dataset = CropDataset(train_files, cfg.size, seed=cfg.seed)
     hold = center_crops(hold_files, cfg.size) if hold_files and main else None
 
@@ -258,6 +259,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         )
     bar = tqdm(total=end, initial=state["step"], disable=not progress or not main, unit="step",
                dynamic_ncols=True, desc=f"{cfg.arch}/{cfg.norm}")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop size: the fastest conv algorithms are found once
     t0 = time.perf_counter() - state["elapsed"]
     bad_streak = 0
     while state["step"] < end:
@@ -307,8 +310,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                 on_log(rec)
         if hold is not None and (step % cfg.eval_every == 0 or step == end):
             hold_targets = chunked_content_targets(criterion, hold)
+            elapsed = round(time.perf_counter() - t0, 2)  # training time so far, for loss-vs-wall-clock plots
             for s in range(n_styles):
-                rec = {"step": step, **evaluate_holdout(model, criterion, hold, amp_dtype,
+                rec = {"step": step, "elapsed": elapsed, **evaluate_holdout(model, criterion, hold, amp_dtype,
                                                         s if n_styles > 1 else None, hold_targets)}
                 if n_styles > 1:
                     rec["style_index"] = s

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Everything the GPU rows of docs/benchmarks.md need, in one call on a lent GPU machine (the
+# device tool: no network, so the inputs travel as a packed cache made by benchmarks/gpu_pack.py):
+#   python benchmarks/gpu_pack.py -o .gpu/cache      # here; then run this there, carrying .gpu
+#   OUT=/tmp/gpu bash benchmarks/gpu.sh
+# Each step has its own time limit and the script goes on when one fails; all results end up in
+# $OUT/gpu-results.tar.gz (plus gpu.log), so a partial run still brings back what it measured.
+# All of it takes about 9 minutes of an H200. docs/benchmarks.md's GPU numbers (session 4) came from
+# three shorter calls within a 15-minute loan: an earlier version of this script (inference of every
+# backend, training, the 2-minute run, compile-fp16), then cuda_variants.py before and after the
+# fused-norm/NCHW/widened-conv changes, with inference.py again after them.
+set -u
+export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1 INSTYLE_CACHE="$PWD/.gpu/cache"
+OUT=${OUT:-/tmp/instyle-gpu}
+R="$OUT/r"; mkdir -p "$R"
+PY=${PY:-python3}
+MODEL=src/instyle/zoo/starry-night.safetensors
+C="$INSTYLE_CACHE/data"
+step() { echo "== $(date +%T) $*"; }
+finish() { tar -C "$OUT" -czf "$OUT/gpu-results.tar.gz" r; step "packed $(ls "$R" | wc -l) files"; }
+trap finish EXIT
+
+step machine
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$R/gpu.txt"
+$PY -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0))' | tee -a "$R/gpu.txt"
+
+step "inference, library backends (T_INF=${T_INF:=120}s)"
+timeout "$T_INF" $PY benchmarks/inference.py --device cuda -m "$MODEL" --rounds 10 --warmup 2 \
+  --backends eager fp16 cuda-graphs compile-fp16 --sizes 256x256 1920x1080 3840x2160 --out "$R/inference" \
+  || step "FAILED inference"
+
+step "inference variants at 4K (T_VAR=${T_VAR:=120}s)"
+timeout "$T_VAR" $PY benchmarks/cuda_variants.py -m "$MODEL" --sizes 3840x2160 --rounds 15 --variants \
+  eager-fp32 compile-fp16-nchw-aten compile-fp16-nchw-pad8 compile-fp16-nchw eager-fp16-nchw-pad8 eager-fp16-nchw \
+  eager-fp32-aten eager-fp16-nhwc-aten compile-fp16-nchw-pad16 --profile compile-fp16-nchw-pad8 --out "$R/variants" \
+  || step "FAILED variants"
+
+for B in 4 16; do
+  step "training steps, batch $B (T_TB=${T_TB:=50}s)"
+  timeout "$T_TB" $PY benchmarks/training.py --device cuda --vgg random --batch "$B" --steps 10 --rounds 3 \
+    --modes fp32 bf16 channels_last-bf16 fp16 --out "$R/training-b$B" || step "FAILED training b$B"
+done
+
+# A style trained against the wall clock: batch 16, bf16 (what `auto` picks on CUDA), about
+# T_RUN_BUDGET seconds of steps sized from the step time measured above. Score it afterwards, here,
+# with `instyle evaluate starry-night r/starry-night-gpu.safetensors --photos ...`.
+STEP_S=$($PY -c "import json,sys; r={x['mode']:x for x in json.load(open(sys.argv[1]))['rows']}; print(r['bf16']['s_per_step'])" \
+  "$R/training-b16/training-cuda.json" 2>/dev/null || echo 0.05)
+ITERS=$($PY -c "print(max(100, int(${T_RUN_BUDGET:=110} / ($STEP_S * 1.15))))")
+step "train starry-night on the GPU: $ITERS steps at ${STEP_S}s/step (T_RUN=${T_RUN:=170}s)"
+timeout "$T_RUN" $PY -m instyle train --style "$C/style/starry-night.png" --content "$C/content" \
+  --style-size 384 --tv-weight 30 --grad-clip 500 --batch 16 --iters "$ITERS" --decay $((ITERS * 3 / 10)) \
+  --eval-every $((ITERS / 10)) --checkpoint-every 100000 --workers auto --quiet \
+  -o "$R/starry-night-gpu.safetensors" || step "FAILED train"

@@ -1,0 +1,90 @@
+"""Score trained models side by side: the same held-out photos, the same objective.
+
+A model card's held-out curve is measured on that run's own held-out photos, with that run's
+settings, so two cards' numbers are not comparable (other photos, another machine's precision).
+``score_models`` puts several models through one fixed test instead: the first model's loss
+(layers, weights, style image at its training size) on photos none of them trained on, in fp32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from instyle.evaluate import MAIN_TERMS, center_crops, loss_terms, run_model
+from instyle.losses.perceptual import LossConfig, PerceptualLoss
+from instyle.modelfile import load_model, read_card
+from instyle.train import TrainConfig, content_split, load_style_tensor
+from instyle.utils import InstyleError
+from instyle.zoo import resolve_model
+
+
+def default_photos(card: dict[str, Any]) -> list[Path]:
+    """The held-out photos of the run that made ``card``: its content folder where that exists here,
+    else this machine's fetched training set (a shipped card names its trainer's paths)."""
+    from instyle.data.fetch import default_data_dir
+
+    train = card["train"]
+    content = Path(train["content"])
+    if not content.is_dir():
+        content = default_data_dir() / "content"
+    cfg = TrainConfig(style="unused", content=str(content), output="unused.safetensors",
+                      holdout=train.get("holdout", 8))
+    held = content_split(cfg)[1]
+    if not held:
+        raise InstyleError("that run held out no photos; pass --photos")
+    return held
+
+
+def style_file(card: dict[str, Any]) -> Path:
+    """The style image of a single-style model (a model split off a joint run names its own)."""
+    from instyle.data.fetch import style_path
+    from instyle.utils import sha256_file
+
+    entry = card.get("style")
+    if not isinstance(entry, dict) or not entry.get("file"):
+        raise InstyleError("the first model is not a single-style model; pass --style")
+    try:
+        path = style_path(Path(entry["file"]).stem)
+    except InstyleError as exc:
+        raise InstyleError(f"{exc}; or pass --style IMAGE") from None
+    if entry.get("sha256") and sha256_file(path) != entry["sha256"]:
+        raise InstyleError(f"{path} is not the image the model was trained on (sha256 differs); pass --style")
+    return path
+
+
+def score_models(models: Sequence[str | Path], photos: Sequence[Path] | None = None, size: int = 256,
+                 style: Path | None = None, device: str = "cpu") -> list[dict[str, Any]]:
+    """One row per model: its mean loss terms on ``photos`` (centre crops at ``size``) under the first
+    model's objective, with what its card says about how it was trained."""
+    paths = [resolve_model(m) for m in models]
+    ref = read_card(paths[0])
+    if "loss" not in ref or "train" not in ref:
+        raise InstyleError(f"{paths[0]}: the card has no loss or training record to score against")
+    photo_files = list(photos) if photos else default_photos(ref)
+    vgg = ref["train"].get("vgg_weights", "imagenet")  # the loss network the first model trained against
+    criterion = PerceptualLoss(LossConfig.from_dict(ref["loss"]), weights=vgg).to(device)
+    criterion.set_style(load_style_tensor(style or style_file(ref), ref["train"].get("style_size", 256)).to(device))
+    crops = center_crops(photo_files, size)
+    rows = []
+    for path in paths:
+        model, card = load_model(path, device)
+        with torch.no_grad():
+            terms = loss_terms(criterion, run_model(model, crops), crops)
+        rows.append({"model": str(path), "steps": card.get("steps"), "wall_time_s": card.get("wall_time_s"),
+                     "machine": card.get("machine"), "photos": len(photo_files), "size": size,
+                     **{k: round(terms[k], 4) for k in MAIN_TERMS}})
+    return rows
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = ["| model | steps | training time | trained on | total | content | style | tv |",
+             "|---|---:|---:|---|---:|---:|---:|---:|"]
+    for r in rows:
+        minutes = f"{r['wall_time_s'] / 60:.1f} min" if r.get("wall_time_s") else "?"
+        lines.append(f"| {Path(r['model']).name} | {r['steps'] or '?'} | {minutes} | {r['machine'] or '?'} | "
+                     + " | ".join(f"{r[k]:.3f}" for k in MAIN_TERMS) + " |")
+    return "\n".join(lines) + "\n"
