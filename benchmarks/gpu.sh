@@ -50,5 +50,5 @@ ITERS=$($PY -c "print(max(100, int(${T_RUN_BUDGET:=110} / ($STEP_S * 1.15))))")
 step "train starry-night on the GPU: $ITERS steps at ${STEP_S}s/step (T_RUN=${T_RUN:=170}s)"
 timeout "$T_RUN" $PY -m instyle train --style "$C/style/starry-night.png" --content "$C/content" \
   --style-size 384 --tv-weight 30 --grad-clip 500 --batch 16 --iters "$ITERS" --decay $((ITERS * 3 / 10)) \
-  --eval-every $((ITERS / 10)) --checkpoint-every 100000 --workers auto --quiet \
+  --eval-every $((ITERS / 10)) --checkpoint-every 100000 --workers auto --keep-best --quiet \
   -o "$R/starry-night-gpu.safetensors" || step "FAILED train"

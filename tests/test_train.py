@@ -75,6 +75,49 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(photos_dir, styl
     assert steps == list(range(1, 13)), "log has every step once after a resume"
 
 
+@pytest.mark.slow
+def test_keep_best_writes_the_best_evaluations_weights_and_survives_a_resume(
+        photos_dir, style_image, tmp_path, monkeypatch) -> None:
+    """Scripted held-out totals (best at step 10 of 20): the file holds exactly the weights a 10-step
+    run ends with, also when the run was interrupted after the best and resumed."""
+    import instyle.train as train_module
+
+    def scripted(totals: list[float]):
+        it = iter(totals)
+        return lambda *a, **k: {"total": next(it), "content": 1.0, "style": 1.0, "tv": 0.0}
+
+    kw = dict(iters=20, eval_every=5, checkpoint_every=12, vgg_weights="random", keep_best=True)
+    ten = tmp_path / "ten.safetensors"
+    train(_cfg(photos_dir, style_image, ten, **{**kw, "iters": 10, "keep_best": False}), progress=False)
+
+    monkeypatch.setattr(train_module, "evaluate_holdout", scripted([5.0, 3.0, 4.0, 6.0]))
+    out = tmp_path / "best.safetensors"
+    card = train(_cfg(photos_dir, style_image, out, **kw), progress=False)
+    assert (card["steps"], card["weights_step"], card["best_holdout"]) == (20, 10, {"step": 10, "total": 3.0})
+    assert [r["total"] for r in card["metrics"]["holdout_curve"]] == [5.0, 3.0, 4.0, 6.0], "the curve is all of it"
+    a, b = load_file(str(ten)), load_file(str(out))
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=1e-5, msg=k)
+
+    # interrupted at step 14 (best at 10, checkpoint at 12), resumed: the best weights came back too
+    monkeypatch.setattr(train_module, "evaluate_holdout", scripted([5.0, 3.0, 4.0, 6.0]))
+    again = tmp_path / "again.safetensors"
+    cfg = _cfg(photos_dir, style_image, again, **kw)
+
+    def die(rec: dict) -> None:
+        if rec["step"] == 14:
+            raise _Kill
+
+    with pytest.raises(_Kill):
+        train(cfg, progress=False, on_log=die)
+    monkeypatch.setattr(train_module, "evaluate_holdout", scripted([4.0, 6.0]))  # steps 15 and 20
+    card = train(cfg, resume=True, progress=False)
+    assert (card["weights_step"], card["best_holdout"]["step"]) == (10, 10)
+    c = load_file(str(again))
+    for k in a:
+        torch.testing.assert_close(c[k], a[k], atol=1e-6, rtol=1e-5, msg=k)
+
+
 def test_resume_without_checkpoint_is_a_clear_error(photos_dir, style_image, tmp_path) -> None:
     cfg = _cfg(photos_dir, style_image, tmp_path / "x.safetensors", vgg_weights="random")
     with pytest.raises(InstyleError, match="no checkpoint"):

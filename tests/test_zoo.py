@@ -62,6 +62,15 @@ def test_train_command_reproduces_the_recorded_options(trained: Path) -> None:
     assert "--precision" not in cmd and "--device" not in cmd, "where it ran is not part of the recipe"
 
 
+def test_switches_are_written_as_bare_flags(trained: Path) -> None:
+    card = _card(trained)
+    card["train"]["keep_best"] = True
+    cmd = train_command(card)
+    assert "--keep-best" in cmd and "--keep-best True" not in cmd
+    card["train"]["keep_best"] = False
+    assert "--keep-best" not in train_command(card)
+
+
 def test_a_continued_run_is_reproduced_as_one_run_from_scratch(trained: Path, tmp_path) -> None:
     card = _card(trained)
     card["train"].update(init="/elsewhere/runs/first.safetensors", iters=1000)

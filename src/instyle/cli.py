@@ -62,6 +62,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="linear learning-rate warm-up (default: 100 steps with --init, none otherwise)")
     p.add_argument("--decay", type=int, default=0, metavar="STEPS",
                    help="anneal the learning rate to 0 over the last STEPS steps (cosine); settles the weights")
+    p.add_argument("--keep-best", action="store_true",
+                   help="write the weights of the best held-out evaluation instead of the last step's (a late "
+                        "loss spike then costs nothing; needs held-out photos)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
@@ -111,10 +114,14 @@ def _cmd_train(a: argparse.Namespace) -> int:
         eval_every=a.eval_every, checkpoint_every=a.checkpoint_every,
         style_meta=metas[0] if len(metas) == 1 else metas, style_scales=a.style_scales,
         init=str(resolve_model(a.init)) if a.init else None, warmup=a.warmup, decay=a.decay,
+        keep_best=a.keep_best,
     )
     card = train(cfg, resume=a.resume, progress=not a.quiet)
     last = card["metrics"]["final_train"]
     print(f"wrote {a.output} ({card['steps']} steps, {card['wall_time_s']} s, final loss {last.get('total')})")
+    if card["weights_step"] != card["steps"]:
+        best = card["best_holdout"]
+        print(f"  with the weights of step {best['step']}, the best held-out loss ({best['total']})")
     return 0
 
 

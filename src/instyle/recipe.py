@@ -23,7 +23,7 @@ _FLAGS = {
     "batch": "--batch", "iters": "--iters", "lr": "--lr", "grad_clip": "--grad-clip", "seed": "--seed",
     "precision": "--precision",
     "device": "--device", "workers": "--workers", "holdout": "--holdout", "eval_every": "--eval-every",
-    "checkpoint_every": "--checkpoint-every", "warmup": "--warmup", "decay": "--decay",
+    "checkpoint_every": "--checkpoint-every", "warmup": "--warmup", "decay": "--decay", "keep_best": "--keep-best",
 }
 _NOT_REPRODUCED = {"device", "workers", "precision"}  # where it ran, not what it learned
 
@@ -65,7 +65,7 @@ def train_command(card: dict[str, Any], output: str | None = None) -> str:
         args += ["--style", p.stem if fetched else str(p)]
     for name, flag in _FLAGS.items():
         if name in train and train[name] != defaults.get(name) and name not in _NOT_REPRODUCED:
-            args += [flag, str(train[name])]
+            args += [flag] if isinstance(train[name], bool) else [flag, str(train[name])]
     if train.get("style_scales"):
         args += ["--style-scales", *(str(v) for v in train["style_scales"])]
     out = Path(train["output"])

@@ -88,6 +88,7 @@ class TrainConfig:
     init: str | None = None  # a model file to start from: ``iters`` more steps on top of its own
     warmup: int | None = None  # steps of linear learning-rate warm-up (None: 100 with ``init``, else 0)
     decay: int = 0  # the last ``decay`` steps anneal the learning rate to 0 (cosine)
+    keep_best: bool = False  # write the weights of the best held-out evaluation, not the last step's
 
     def style_files(self) -> list[str]:
         return [self.style] if isinstance(self.style, str) else list(self.style)
@@ -147,9 +148,12 @@ def content_split(cfg: TrainConfig) -> tuple[list[Path], list[Path]]:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """Model, Adam moments and RNG as tensors; everything else as JSON metadata (no pickle)."""
+def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any],
+                    best: dict[str, torch.Tensor] | None = None) -> None:
+    """Model, Adam moments, RNG and the best weights so far (``keep_best``) as tensors; everything
+    else as JSON metadata (no pickle)."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"best.{k}": v.contiguous() for k, v in (best or {}).items()})
     opt_state = opt.state_dict()
     for pid, st in opt_state["state"].items():
         for k, v in st.items():
@@ -160,7 +164,9 @@ def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                    best: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Restore model and optimizer in place (and fill ``best``); returns the loop state."""
     from safetensors.torch import load_file
 
     try:
@@ -177,6 +183,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
             opt_state["state"].setdefault(int(pid), {})[name] = v
     opt.load_state_dict(opt_state)
     torch.set_rng_state(tensors["rng.cpu"])
+    if best is not None:
+        best.update({k[5:]: v for k, v in tensors.items() if k.startswith("best.")})
     return json.loads(meta["state"])
 
 
@@ -226,12 +234,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     hold = center_crops(hold_files, cfg.size) if hold_files and main else None
 
     state: dict[str, Any] = {"step": 0, "start": 0, "elapsed": 0.0, "holdout_curve": [], "last": {}}
+    best: dict[str, torch.Tensor] = {}  # weights of the best held-out evaluation so far (keep_best)
     if cfg.init and not resume:
         state.update(init_from_model(model, cfg))
     if resume:
         if not ckpt_path.is_file():
             raise InstyleError(f"--resume: no checkpoint at {ckpt_path}")
-        state = load_checkpoint(ckpt_path, model, opt)
+        state = load_checkpoint(ckpt_path, model, opt, best)
         old = state.get("config", {})
         changed = [k for k in _RESUME_KEYS if k in old and old[k] != dataclasses.asdict(cfg)[k]]
         if changed:
@@ -311,6 +320,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         if hold is not None and (step % cfg.eval_every == 0 or step == end):
             hold_targets = chunked_content_targets(criterion, hold)
             elapsed = round(time.perf_counter() - t0, 2)  # training time so far, for loss-vs-wall-clock plots
+            totals = []
             for s in range(n_styles):
                 rec = {"step": step, "elapsed": elapsed, **evaluate_holdout(model, criterion, hold, amp_dtype,
                                                         s if n_styles > 1 else None, hold_targets)}
@@ -318,12 +328,19 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                     rec["style_index"] = s
                 state["holdout_curve"].append(rec)
                 _append_log(log_path, {"holdout": True, **rec})
+                totals.append(rec["total"])
+            if cfg.keep_best:
+                keep_if_best(state, best, model, step, sum(totals) / len(totals))
         bar.update(1)
         if main and step % cfg.checkpoint_every == 0 and step < end:
             state["elapsed"] = time.perf_counter() - t0
-            save_checkpoint(ckpt_path, model, opt, state)
+            save_checkpoint(ckpt_path, model, opt, state, best)
     bar.close()
     state["elapsed"] = time.perf_counter() - t0
+    state["weights_step"] = state["step"]
+    if best and state["best"]["step"] != state["step"]:
+        model.load_state_dict(best)  # a late loss spike or a noisy last step costs nothing
+        state["weights_step"] = state["best"]["step"]
 
     card = _model_card(cfg, loss_cfg.to_dict(), state, device, amp_dtype, len(train_files), len(hold_files))
     if main:
@@ -336,6 +353,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     barrier(dist_info)  # the model file exists for every rank once train() returns
     shutdown(dist_info)
     return card
+
+
+def keep_if_best(state: dict[str, Any], best: dict[str, torch.Tensor], model: torch.nn.Module, step: int,
+                 total: float) -> None:
+    """Remember the weights if this held-out total (mean over styles) is the lowest so far."""
+    if total < state.get("best", {}).get("total", math.inf):
+        state["best"] = {"step": step, "total": round(total, 6)}
+        best.clear()
+        best.update({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
 
 
 def lr_factor(cfg: TrainConfig, done: int) -> float:
@@ -449,6 +475,8 @@ def _model_card(cfg: TrainConfig, loss: dict[str, Any], state: dict[str, Any], d
         "metrics": {"final_train": state["last"], "holdout_curve": state["holdout_curve"],
                     "holdout_final": state["holdout_curve"][-1] if state["holdout_curve"] else None},
         "steps": state["step"],
+        "weights_step": state.get("weights_step", state["step"]),  # earlier than steps with keep_best
+        **({"best_holdout": state["best"]} if "best" in state else {}),
         **({"init": state["init"]} if "init" in state else {}),
         "wall_time_s": round(state["elapsed"], 1),
         "machine": machine_description(),
