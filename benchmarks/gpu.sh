@@ -7,7 +7,7 @@
 # $OUT/gpu-results.tar.gz (plus gpu.log), so a partial run still brings back what it measured.
 # All of it takes about 9 minutes of an H200. docs/benchmarks.md's GPU numbers (session 4) came from
 # three shorter calls within a 15-minute loan: an earlier version of this script (inference of every
-# backend, training, the 2-minute run, compile-fp16), then cuda_variants.py before and after the
+# backend, training, the 2-minute run, compile-fp16), then variants.py before and after the
 # fused-norm/NCHW/widened-conv changes, with inference.py again after them.
 set -u
 export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1 INSTYLE_CACHE="$PWD/.gpu/cache"
@@ -30,9 +30,9 @@ timeout "$T_INF" $PY benchmarks/inference.py --device cuda -m "$MODEL" --rounds 
   || step "FAILED inference"
 
 step "inference variants at 4K (T_VAR=${T_VAR:=120}s)"
-timeout "$T_VAR" $PY benchmarks/cuda_variants.py -m "$MODEL" --sizes 3840x2160 --rounds 15 --variants \
+timeout "$T_VAR" $PY benchmarks/variants.py -m "$MODEL" --sizes 3840x2160 --rounds 15 --variants \
   eager-fp32 compile-fp16-nchw-aten compile-fp16-nchw-pad8 compile-fp16-nchw eager-fp16-nchw-pad8 eager-fp16-nchw \
-  eager-fp32-aten eager-fp16-nhwc-aten compile-fp16-nchw-pad16 --profile compile-fp16-nchw-pad8 --out "$R/variants" \
+  eager-fp32-aten eager-fp16-nhwc-aten compile-fp16-nchw-pad16 eager-fp16-nchw-pad8-fold compile-fp16-nchw-pad8-fold --profile compile-fp16-nchw-pad8 --out "$R/variants" \
   || step "FAILED variants"
 
 for B in 4 16; do

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
 from instyle.fast import (
     CUDA_ONLY,
     MIN_PSNR,
-    ThinConv2d,
     auto_candidates,
     build_runner,
     check_psnr,
     psnr,
     sample_image,
-    widen_thin_convs,
 )
 from instyle.models import create_model
 from instyle.models.norms import Norm2d, make_multistyle, set_style_index
@@ -84,19 +80,6 @@ def test_bad_backends_are_refused(module: torch.nn.Module) -> None:
             build_runner(module, name, "cpu")
     with pytest.raises(InstyleError, match="unknown backend"):
         Stylizer(create_model("johnson-half"), backend="nope")
-
-
-def test_widened_thin_convs_compute_the_same_function() -> None:
-    """The CUDA fp16 paths pad the 3-channel convolutions with zero channels: exact, not approximate."""
-    torch.manual_seed(0)
-    plain = create_model("johnson", norm="instance").eval()
-    widened = widen_thin_convs(copy.deepcopy(plain))
-    thin = [m for m in widened.modules() if isinstance(m, ThinConv2d)]
-    assert len(thin) == 2, "the 9x9 convolutions from and to RGB"
-    assert all(m.conv.in_channels % 8 == 0 and m.conv.out_channels % 8 == 0 for m in thin)
-    x = sample_image((40, 56), n=2)
-    with torch.no_grad():
-        torch.testing.assert_close(widened(x), plain(x), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("styles", [1, 3])

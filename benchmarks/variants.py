@@ -1,11 +1,12 @@
-"""Where the CUDA inference time goes, and which way of running the generator is fastest.
+"""Where the inference time goes, and which way of running the generator is fastest (CUDA, or the CPU).
 
 ``benchmarks/inference.py`` times the shipped backends; this times candidate variants side by side
 at the large sizes (memory layout x precision x compilation x instance-norm kernel), each against
 fp32 eager in the same run, with CUDA-event timing and PSNR against fp32 eager, and prints the
 top kernels of a profiled variant. Findings feed the backends in ``instyle.fast``.
 
-    python benchmarks/cuda_variants.py -m src/instyle/zoo/starry-night.safetensors --profile compile-fp16-nchw
+    python benchmarks/variants.py -m src/instyle/zoo/starry-night.safetensors --profile compile-fp16-nchw
+    python benchmarks/variants.py -m ... --device cpu --variants eager-fp32-nhwc-aten eager-fp32-nhwc-aten-fold
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from typing import Any
 import torch
 import torch._inductor.config
 
-from instyle.fast import psnr, sample_image, widen_thin_convs
+from instyle.fast import psnr, sample_image
 from instyle.modelfile import load_model
 from instyle.models.norms import Norm2d
+from instyle.rewrite import fold_upsampling, widen_thin_convs
 from instyle.stylize import ClampedGenerator
 from instyle.utils import machine_description
 
@@ -41,32 +43,40 @@ def norm_kernel(name: str) -> Iterator[None]:
         Norm2d.fused_eval = before
 
 
-# name: (dtype, channels_last, torch.compile mode or None, norm kernel, widen thin convs to a multiple of)
-VARIANTS: dict[str, tuple[torch.dtype, bool, str | None, str, int]] = {
-    "eager-fp32": (torch.float32, False, None, "fused", 0),
-    "eager-fp32-aten": (torch.float32, False, None, "aten", 0),
-    "eager-fp16-nchw-aten": (torch.float16, False, None, "aten", 0),
-    "eager-fp16-nhwc-aten": (torch.float16, True, None, "aten", 0),
-    "eager-fp16-nchw": (torch.float16, False, None, "fused", 0),
-    "eager-fp16-nhwc": (torch.float16, True, None, "fused", 0),
-    "eager-fp16-nchw-pad8": (torch.float16, False, None, "fused", 8),
-    "compile-fp16-nhwc-aten": (torch.float16, True, "default", "aten", 0),
-    "compile-fp16-nchw-aten": (torch.float16, False, "default", "aten", 0),
-    "compile-fp16-nchw": (torch.float16, False, "default", "fused", 0),
-    "compile-fp16-nchw-pad8": (torch.float16, False, "default", "fused", 8),
-    "compile-fp16-nchw-pad16": (torch.float16, False, "default", "fused", 16),
-    "compile-fp16-nchw-pad8-graphs": (torch.float16, False, "reduce-overhead", "fused", 8),
-    "compile-bf16-nhwc-aten": (torch.bfloat16, True, "default", "aten", 0),
-    "compile-fp16-nhwc-aten-autotune": (torch.float16, True, "max-autotune-no-cudagraphs", "aten", 0),
+# name: (dtype, channels_last, torch.compile mode or None, norm kernel, widen thin convs to a multiple of,
+# fold the upsampling: instyle.rewrite.fold_upsampling)
+VARIANTS: dict[str, tuple[torch.dtype, bool, str | None, str, int, bool]] = {
+    "eager-fp32": (torch.float32, False, None, "fused", 0, False),
+    "eager-fp32-aten": (torch.float32, False, None, "aten", 0, False),
+    "eager-fp16-nchw-aten": (torch.float16, False, None, "aten", 0, False),
+    "eager-fp16-nhwc-aten": (torch.float16, True, None, "aten", 0, False),
+    "eager-fp16-nchw": (torch.float16, False, None, "fused", 0, False),
+    "eager-fp16-nhwc": (torch.float16, True, None, "fused", 0, False),
+    "eager-fp16-nchw-pad8": (torch.float16, False, None, "fused", 8, False),
+    "compile-fp16-nhwc-aten": (torch.float16, True, "default", "aten", 0, False),
+    "compile-fp16-nchw-aten": (torch.float16, False, "default", "aten", 0, False),
+    "compile-fp16-nchw": (torch.float16, False, "default", "fused", 0, False),
+    "compile-fp16-nchw-pad8": (torch.float16, False, "default", "fused", 8, False),
+    "compile-fp16-nchw-pad16": (torch.float16, False, "default", "fused", 16, False),
+    "compile-fp16-nchw-pad8-graphs": (torch.float16, False, "reduce-overhead", "fused", 8, False),
+    "compile-bf16-nhwc-aten": (torch.bfloat16, True, "default", "aten", 0, False),
+    "compile-fp16-nhwc-aten-autotune": (torch.float16, True, "max-autotune-no-cudagraphs", "aten", 0, False),
+    "eager-fp16-nchw-pad8-fold": (torch.float16, False, None, "fused", 8, True),
+    "eager-fp32-nhwc-aten": (torch.float32, True, None, "aten", 0, False),
+    "eager-fp32-nhwc-aten-fold": (torch.float32, True, None, "aten", 0, True),
+    "eager-fp32-aten-fold": (torch.float32, False, None, "aten", 0, True),
+    "compile-fp16-nchw-pad8-fold": (torch.float16, False, "default", "fused", 8, True),
 }
 
 
 def build(module: torch.nn.Module, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    dtype, nhwc, mode, norm, pad = VARIANTS[name]
+    dtype, nhwc, mode, norm, pad, fold = VARIANTS[name]
     fmt = torch.channels_last if nhwc else torch.contiguous_format
     m = copy.deepcopy(module)
     if pad:
         widen_thin_convs(m, pad)
+    if fold:
+        fold_upsampling(m)
     m = m.to(dtype=dtype, memory_format=fmt).eval()
     fn: Callable[[torch.Tensor], torch.Tensor] = m
     if mode:
@@ -119,13 +129,14 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--profile", nargs="*", default=[], help="variants whose top kernels to print (largest size)")
-    p.add_argument("--device", default="cuda", help="cpu: a dry run of the script (no CUDA timings)")
+    p.add_argument("--device", default="cuda", help="cuda (CUDA-event timing) or cpu (wall clock)")
     p.add_argument("--out", default="benchmarks/results")
     a = p.parse_args()
     torch.backends.cudnn.benchmark = True
     dev = torch.device(a.device)
     module = ClampedGenerator(load_model(a.model)[0]).to(dev).eval()
-    names = ["eager-fp32", *[v for v in a.variants if v != "eager-fp32"]]
+    first = "eager-fp32" if dev.type == "cuda" else "eager-fp32-aten"  # each device's own default eager path
+    names = [first, *[v for v in a.variants if v != first]]
     rows: list[dict[str, Any]] = []
     for text in a.sizes:
         w, h = (int(v) for v in text.split("x"))
@@ -157,16 +168,16 @@ def main() -> None:
             del fn
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
-    lines = [f"## CUDA inference variants: {machine_description()}, torch {torch.__version__}", "",
-             f"Model {a.model}; batch {a.batch}; median of {a.rounds} CUDA-event timings after warm-up.", "",
+    lines = [f"## Inference variants, {dev.type}: {machine_description()}, torch {torch.__version__}", "",
+             f"Model {a.model}; batch {a.batch}; median of {a.rounds} timings after warm-up.", "",
              "| size | variant | ms/image | frames/s | vs fp32 eager | PSNR (dB) | warm-up s |",
              "|---|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['size']} | {r['variant']} | {r['ms_per_image']} | {r['fps']} | {r['speedup']}× | "
               f"{r['psnr_db']} | {r['warmup_s']} |" for r in rows]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "cuda-variants.md").write_text("\n".join(lines) + "\n")
-    (out / "cuda-variants.json").write_text(json.dumps(rows, indent=1))
+    (out / f"variants-{dev.type}.md").write_text("\n".join(lines) + "\n")
+    (out / f"variants-{dev.type}.json").write_text(json.dumps(rows, indent=1))
     print("\n".join(lines))
 
 

@@ -1,0 +1,106 @@
+"""Exact inference-time rewrites of a generator: the same function, computed in fewer or better-shaped
+operations. The fast paths in ``instyle.fast`` apply them to their own copy of the network; trained
+weights, model files and the reference ``eager`` path never change.
+
+``fold_upsampling``    nearest x2 upsample -> reflection pad 1 -> 3x3 conv, computed at the low
+                       resolution as one 3x3 conv to 4x the channels and a pixel shuffle: no
+                       upsampled tensor, no padding at the high resolution
+``widen_thin_convs``   convolutions with 3 channels in or out padded with zero channels, so GPU
+                       tensor cores get a shape they handle well
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# Nearest x2 then a 3-tap filter: output phase 0 (even rows) reads low-res rows i-1 and i, with
+# taps {0} and {1, 2} of the filter; phase 1 (odd rows) reads rows i and i+1 with taps {0, 1} and {2}.
+_TAPS = (((0,), (1, 2)), ((0, 1), (2,)))
+
+
+class SubpixelUpConv(nn.Module):
+    """``Conv2d(3x3)(ReflectionPad2d(1)(Upsample(x2, nearest)(x)))`` from ``x`` directly.
+
+    Reflection padding of a nearest-upsampled image equals edge padding before the upsampling, so
+    each of the four output phases is a 2x2 convolution of the edge-padded low-resolution input with
+    summed weights; the four share one 3x3 convolution (zeros outside each phase's window) whose
+    4*C_out channels ``pixel_shuffle`` interleaves. Same result up to float rounding.
+    """
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        if conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (0, 0) or conv.groups != 1:
+            raise ValueError("SubpixelUpConv folds an unpadded 3x3, stride-1 convolution")
+        w = conv.weight.detach()
+        cout, cin = w.shape[:2]
+        big = torch.zeros(cout, 4, cin, 3, 3, dtype=w.dtype, device=w.device)
+        for a in range(2):
+            for b in range(2):
+                for p in range(2):
+                    for q in range(2):
+                        rows, cols = list(_TAPS[a][p]), list(_TAPS[b][q])
+                        big[:, 2 * a + b, :, a + p, b + q] = w[:, :, rows][:, :, :, cols].sum(dim=(2, 3))
+        self.weight = nn.Parameter(big.reshape(4 * cout, cin, 3, 3), requires_grad=False)
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(cout, dtype=w.dtype, device=w.device)
+        self.bias = nn.Parameter(bias.repeat_interleave(4), requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.pixel_shuffle(F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.weight, self.bias), 2)
+
+
+def fold_upsampling(module: nn.Module) -> nn.Module:
+    """Replace (in place) each johnson ``Upsample`` block's upsample + pad + conv by a
+    ``SubpixelUpConv``, keeping its norm and activation; returns ``module``."""
+    from instyle.models.johnson import Upsample
+
+    for name, child in list(module.named_children()):
+        if isinstance(child, Upsample):
+            pad, conv, *rest = child.conv
+            if not (isinstance(pad, nn.ReflectionPad2d) and tuple(pad.padding) == (1, 1, 1, 1)):
+                raise ValueError(f"{name}: expected a reflection pad of 1 before the convolution")
+            setattr(module, name, nn.Sequential(SubpixelUpConv(conv), *rest))
+        else:
+            fold_upsampling(child)
+    return module
+
+
+class ThinConv2d(nn.Module):
+    """A convolution with zero channels added so tensor cores get a shape they handle well, and the
+    same output: the johnson net's 9x9 convolutions take 3 channels in (the image) and give 3 out,
+    and on an H200 those two layers were 40% of a 4K frame (docs/benchmarks.md)."""
+
+    def __init__(self, conv: nn.Conv2d, multiple: int = 8):
+        super().__init__()
+        cin = -(-conv.in_channels // multiple) * multiple
+        cout = -(-conv.out_channels // multiple) * multiple
+        self.pad_in = cin - conv.in_channels
+        self.out_channels = conv.out_channels
+        w = conv.weight.detach()
+        self.conv = nn.Conv2d(cin, cout, conv.kernel_size, conv.stride, conv.padding, conv.dilation,  # type: ignore[arg-type]
+                              bias=conv.bias is not None, padding_mode=conv.padding_mode).to(w.device, w.dtype)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.weight[: conv.out_channels, : conv.in_channels] = w
+            if conv.bias is not None:
+                self.conv.bias.zero_()
+                self.conv.bias[: conv.out_channels] = conv.bias.detach()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.pad_in:
+            x = F.pad(x, (0, 0, 0, 0, 0, self.pad_in))
+        y = self.conv(x)
+        return y[:, : self.out_channels] if y.shape[1] != self.out_channels else y
+
+
+def widen_thin_convs(module: nn.Module, multiple: int = 8) -> nn.Module:
+    """Replace (in place) every Conv2d with a channel count that is not a multiple of ``multiple``
+    by a ``ThinConv2d``; returns ``module``. For CUDA half-precision paths (tensor cores)."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.Conv2d) and child.groups == 1 and (
+                child.in_channels % multiple or child.out_channels % multiple):
+            setattr(module, name, ThinConv2d(child, multiple))
+        else:
+            widen_thin_convs(child, multiple)
+    return module
