@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from instyle.data import datasets
 from instyle.data.datasets import CropDataset, infinite_batches, split_holdout
 from instyle.utils import InstyleError
 
@@ -45,6 +46,26 @@ def test_deterministic_per_seed_epoch_and_cache(tmp_path: Path) -> None:
     assert not torch.equal(a[(2, 0)], a[(2, 1)])  # new augmentation each epoch
     a.set_epoch(1)
     assert torch.equal(a[2], b[(2, 1)])
+
+
+def test_crops_are_the_resized_photo_cropped(tmp_path: Path) -> None:
+    """Only the crop's region is resampled, but the pixels are those of resizing the photo first."""
+    yy, xx = np.mgrid[0:90, 0:130]
+    smooth = np.stack([xx * 1.9, yy * 2.7, (xx + yy) * 1.1], -1).clip(0, 255).astype(np.uint8)
+    p = tmp_path / "smooth.png"
+    Image.fromarray(smooth).save(p)
+    ds = CropDataset([p], size=48, scale=(1.3, 1.9), flip=False, seed=5)
+    for epoch in range(6):
+        item = ds[(0, epoch)]
+        rng = datasets._rng(datasets._ITEM_SALT, ds.seed, epoch, 0)  # the item's own random draws
+        img = Image.open(p).convert("RGB")
+        s = rng.uniform(*ds.scale)
+        f = max(48, round(48 * s)) / 90
+        new = (max(48, round(130 * f)), max(48, round(90 * f)))
+        x, y = int(rng.integers(0, new[0] - 47)), int(rng.integers(0, new[1] - 47))
+        want = img.resize(new, Image.Resampling.BICUBIC).crop((x, y, x + 48, y + 48))
+        ref = torch.from_numpy(np.asarray(want).copy()).permute(2, 0, 1).float() / 255
+        assert (item - ref).abs().max() <= 2 / 255 + 1e-6, epoch
 
 
 def test_big_photo_is_downsized_in_cache(tmp_path: Path) -> None:
