@@ -9,7 +9,7 @@ import pytest
 
 from instyle.cli import main
 from instyle.compare import default_photos, score_models
-from instyle.modelfile import read_card
+from instyle.modelfile import load_model, read_card, save_model
 from instyle.train import TrainConfig, train
 
 
@@ -40,6 +40,11 @@ def test_scores_reproduce_the_runs_own_held_out_loss(two_models: list[Path], sty
     assert rows[1]["total"] < rows[0]["total"], "the longer run scores better on the same test"
 
 
+def test_the_training_style_image_is_found_where_it_was(two_models: list[Path], photos_dir: Path) -> None:
+    rows = score_models(two_models, [photos_dir / "p00.jpg"], size=48)  # no --style needed
+    assert rows[1]["total"] < rows[0]["total"]
+
+
 def test_cli_prints_a_table_and_writes_json(two_models: list[Path], style_image: Path, photos_dir: Path,
                                             tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "scores.json"
@@ -54,8 +59,12 @@ def test_cli_prints_a_table_and_writes_json(two_models: list[Path], style_image:
 
 def test_bad_requests_get_one_line_errors(two_models: list[Path], photos_dir: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    # the style it trained on is not in the fetched data (a test image): say so, ask for --style
-    assert main(["evaluate", str(two_models[0]), "--photos", str(photos_dir)]) == 2
+    # the style it trained on moved away and is not among the fetched data: say so, ask for --style
+    card = read_card(two_models[0])
+    moved = tmp_path / "moved.safetensors"
+    card["train"]["style"] = str(tmp_path / "gone" / "stripes.png")
+    save_model(load_model(two_models[0])[0], card, moved)
+    assert main(["evaluate", str(moved), "--photos", str(photos_dir)]) == 2
     assert "style 'stripes' not found" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "missing.safetensors")]) == 2
     assert "no such model file" in capsys.readouterr().err

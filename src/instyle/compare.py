@@ -47,6 +47,10 @@ def style_file(card: dict[str, Any]) -> Path:
     entry = card.get("style")
     if not isinstance(entry, dict) or not entry.get("file"):
         raise InstyleError("the first model is not a single-style model; pass --style")
+    trained = card.get("train", {}).get("style")
+    if isinstance(trained, str) and Path(trained).is_file() and Path(trained).name == entry["file"] \
+            and (not entry.get("sha256") or sha256_file(trained) == entry["sha256"]):
+        return Path(trained)  # the image it trained on, where it still is on this machine
     try:
         path = style_path(Path(entry["file"]).stem)
     except InstyleError as exc:
