@@ -286,7 +286,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("models", nargs="+", help="model files or shipped style names")
     p.add_argument("--photos", nargs="+", default=None, help="image files and/or folders to score on")
     p.add_argument("--size", type=int, default=256, help="centre crops of this size (the training size)")
-    p.add_argument("--style", default=None, help="style image (default: the first model's training image, where it still is, else among the fetched data)")
+    p.add_argument("--style", default=None,
+                   help="style image (default: the first model's training image, where it still is, "
+                        "else among the fetched data)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     p.set_defaults(func=_cmd_evaluate)
