@@ -41,7 +41,7 @@ def default_photos(card: dict[str, Any]) -> list[Path]:
 
 def style_file(card: dict[str, Any]) -> Path:
     """The style image of a single-style model (a model split off a joint run names its own)."""
-    from instyle.data.fetch import style_path
+    from instyle.recipe import fetched_style
     from instyle.utils import sha256_file
 
     entry = card.get("style")
@@ -52,12 +52,9 @@ def style_file(card: dict[str, Any]) -> Path:
             and (not entry.get("sha256") or sha256_file(trained) == entry["sha256"]):
         return Path(trained)  # the image it trained on, where it still is on this machine
     try:
-        path = style_path(Path(entry["file"]).stem)
+        return fetched_style(entry)
     except InstyleError as exc:
         raise InstyleError(f"{exc}; or pass --style IMAGE") from None
-    if entry.get("sha256") and sha256_file(path) != entry["sha256"]:
-        raise InstyleError(f"{path} is not the image the model was trained on (sha256 differs); pass --style")
-    return path
 
 
 def score_models(models: Sequence[str | Path], photos: Sequence[Path] | None = None, size: int = 256,

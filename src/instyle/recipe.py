@@ -73,6 +73,18 @@ def train_command(card: dict[str, Any], output: str | None = None) -> str:
     return shlex.join(args)
 
 
+def fetched_style(entry: dict[str, Any], trained: str | Path | None = None, data_dir: Path | None = None) -> Path:
+    """The fetched image of a card's style entry (by its file name, else the trained path's), checked
+    against the entry's sha256."""
+    name = Path(entry.get("file") or str(trained)).stem
+    path = style_path(name, data_dir)
+    want = entry.get("sha256")
+    if want and sha256_file(path) != want:
+        raise InstyleError(f"{path} is not the image {name} was trained on (sha256 differs); "
+                           "refetch with `instyle data fetch` or train on it with `instyle train`")
+    return path
+
+
 def config_from_card(card: dict[str, Any], output: str | Path, content: str | Path | None = None,
                      data_dir: Path | None = None, **overrides: Any) -> TrainConfig:
     """A ``TrainConfig`` that retrains the card's run on this machine, writing ``output``."""
@@ -80,15 +92,8 @@ def config_from_card(card: dict[str, Any], output: str | Path, content: str | Pa
         raise InstyleError("this model card has no training record (train section); it cannot be retrained")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     kw = {k: v for k, v in _from_scratch(card).items() if k in fields}
-    styles = []
-    for entry, trained in zip(_joint_style_entries(card), _train_styles(card), strict=True):
-        name = Path(entry.get("file") or trained).stem
-        path = style_path(name, data_dir)
-        want = entry.get("sha256")
-        if want and sha256_file(path) != want:
-            raise InstyleError(f"{path} is not the image {name} was trained on (sha256 differs); "
-                               "refetch with `instyle data fetch` or train on it with `instyle train`")
-        styles.append(str(path))
+    styles = [str(fetched_style(entry, trained, data_dir))
+              for entry, trained in zip(_joint_style_entries(card), _train_styles(card), strict=True)]
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     kw.update(style=styles[0] if len(styles) == 1 else styles, output=str(output),
               content=str(content if content is not None else root / "content"))
