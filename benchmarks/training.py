@@ -1,7 +1,8 @@
 """Training speed (steps/s) of the training step in ``instyle.train`` under each precision/layout,
 against fp32 eager measured in the same run (interleaved rounds, medians).
 
-A step is what ``train()`` does: generator forward, VGG16 perceptual loss, backward, Adam. Data
+A step is what ``train()`` does: generator forward, VGG16 perceptual loss, backward, gradient
+clipping, Adam (``instyle.optim.StepGuard``, as in training). Data
 loading is left out on purpose (``CropDataset`` caches decoded crops; ``--workers auto`` overlaps
 the rest), so the numbers are the compute ceiling.
 
@@ -24,9 +25,15 @@ import torch
 from instyle.fast import sample_image
 from instyle.losses.perceptual import PerceptualLoss, get_preset
 from instyle.models import create_model
+from instyle.optim import StepGuard
+from instyle.train import compiled_step_modules
 from instyle.utils import machine_description
 
-MODES = ("fp32", "bf16", "channels_last", "channels_last-bf16", "fp16", "channels_last-fp16")
+# "-hostcheck": the step checks its gradient norm on the host, as train() does on the CPU; without
+# it a CUDA step stays on the device (instyle.optim.StepGuard), the same run measures both.
+# "compile-": the generator and the loss under torch.compile, as `instyle train --compile`.
+MODES = ("fp32", "bf16", "channels_last", "channels_last-bf16", "fp16", "channels_last-fp16", "fp32-hostcheck",
+         "bf16-hostcheck", "compile-fp32", "compile-bf16", "compile-fp16")
 
 
 class Step:
@@ -35,14 +42,17 @@ class Step:
     def __init__(self, mode: str, arch: str, size: int, batch: int, device: torch.device, weights: str):
         torch.manual_seed(0)
         self.device = device
-        self.fmt = torch.channels_last if mode.startswith("channels_last") else torch.contiguous_format
-        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode.rsplit("-", 1)[-1])
+        tokens = mode.split("-")
+        self.fmt = torch.channels_last if "channels_last" in tokens else torch.contiguous_format
+        self.dtype = next((d for t, d in (("bf16", torch.bfloat16), ("fp16", torch.float16)) if t in tokens), None)
         self.model = create_model(arch).to(device, memory_format=self.fmt).train()
         self.loss = PerceptualLoss(get_preset("johnson"), weights=weights).to(device, memory_format=self.fmt)
         self.loss.set_style(sample_image((256, 256), seed=1).to(device))
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+        self.guard = StepGuard(self.model.parameters(), 1e-3, device, fp16=self.dtype == torch.float16,
+                               on_device=False if "hostcheck" in tokens else None)
         self.x = sample_image((size, size), n=batch).to(device).contiguous(memory_format=self.fmt)
+        self.fwd_model, self.fwd_loss = (compiled_step_modules(self.model, self.loss, distributed=False)
+                                         if "compile" in tokens else (self.model, self.loss))
 
     def __call__(self, n: int) -> float:
         if self.device.type == "cuda":
@@ -51,11 +61,8 @@ class Step:
         for _ in range(n):
             ctx = torch.autocast(self.device.type, self.dtype) if self.dtype else contextlib.nullcontext()
             with ctx:
-                terms = self.loss(self.model(self.x).float(), self.x)
-            self.opt.zero_grad(set_to_none=True)
-            self.scaler.scale(terms["total"]).backward()
-            self.scaler.step(self.opt)
-            self.scaler.update()
+                terms = self.fwd_loss(self.fwd_model(self.x).float(), self.x)
+            self.guard.step(terms["total"], clip=None)  # train()'s default: measure the norm, no clipping
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         return (time.perf_counter() - t) / n

@@ -7,6 +7,7 @@ top kernels of a profiled variant. Findings feed the backends in ``instyle.fast`
 
     python benchmarks/variants.py -m src/instyle/zoo/starry-night.safetensors --profile compile-fp16-nchw
     python benchmarks/variants.py -m ... --device cpu --variants eager-fp32-nhwc-aten eager-fp32-nhwc-aten-fold
+    python benchmarks/variants.py -m ... --device cpu --variants eager-fp32-aten-s2d2 ort ort-fold-s2d2
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch._inductor.config
 from instyle.fast import psnr, sample_image
 from instyle.modelfile import load_model
 from instyle.models.norms import Norm2d
-from instyle.rewrite import fold_upsampling, widen_thin_convs
+from instyle.rewrite import fold_upsampling, space_to_depth_convs, widen_thin_convs
 from instyle.stylize import ClampedGenerator
 from instyle.utils import machine_description
 
@@ -43,44 +44,59 @@ def norm_kernel(name: str) -> Iterator[None]:
         Norm2d.fused_eval = before
 
 
-# name: (dtype, channels_last, torch.compile mode or None, norm kernel, widen thin convs to a multiple of,
-# fold the upsampling: instyle.rewrite.fold_upsampling)
-VARIANTS: dict[str, tuple[torch.dtype, bool, str | None, str, int, bool]] = {
-    "eager-fp32": (torch.float32, False, None, "fused", 0, False),
-    "eager-fp32-aten": (torch.float32, False, None, "aten", 0, False),
-    "eager-fp16-nchw-aten": (torch.float16, False, None, "aten", 0, False),
-    "eager-fp16-nhwc-aten": (torch.float16, True, None, "aten", 0, False),
-    "eager-fp16-nchw": (torch.float16, False, None, "fused", 0, False),
-    "eager-fp16-nhwc": (torch.float16, True, None, "fused", 0, False),
-    "eager-fp16-nchw-pad8": (torch.float16, False, None, "fused", 8, False),
-    "compile-fp16-nhwc-aten": (torch.float16, True, "default", "aten", 0, False),
-    "compile-fp16-nchw-aten": (torch.float16, False, "default", "aten", 0, False),
-    "compile-fp16-nchw": (torch.float16, False, "default", "fused", 0, False),
-    "compile-fp16-nchw-pad8": (torch.float16, False, "default", "fused", 8, False),
-    "compile-fp16-nchw-pad16": (torch.float16, False, "default", "fused", 16, False),
-    "compile-fp16-nchw-pad8-graphs": (torch.float16, False, "reduce-overhead", "fused", 8, False),
-    "compile-bf16-nhwc-aten": (torch.bfloat16, True, "default", "aten", 0, False),
-    "compile-fp16-nhwc-aten-autotune": (torch.float16, True, "max-autotune-no-cudagraphs", "aten", 0, False),
-    "eager-fp16-nchw-pad8-fold": (torch.float16, False, None, "fused", 8, True),
-    "eager-fp32-nhwc-aten": (torch.float32, True, None, "aten", 0, False),
-    "eager-fp32-nhwc-aten-fold": (torch.float32, True, None, "aten", 0, True),
-    "eager-fp32-aten-fold": (torch.float32, False, None, "aten", 0, True),
-    "compile-fp16-nchw-pad8-fold": (torch.float16, False, "default", "fused", 8, True),
-}
+# A variant's name lists its choices, joined by "-": "eager" or "compile" first, then the dtype (fp32,
+# fp16, bf16), then any of: nhwc (channels_last; NCHW otherwise), aten (F.instance_norm; otherwise
+# instyle's instance_norm_eval), padN (widen_thin_convs to a multiple of N), fold
+# (fold_upsampling), s2dN (space_to_depth_convs, factor N, the conv to RGB) or s2dNio (and the conv
+# from RGB), graphs (compile with CUDA graphs), autotune (compile with max-autotune).
+# "ort" (ONNX Runtime, CPU, fp32) takes the same rewrites: "ort-fold-s2d2".
+VARIANTS = [
+    "eager-fp32", "eager-fp32-aten", "eager-fp16-nchw-aten", "eager-fp16-nhwc-aten", "eager-fp16-nchw",
+    "eager-fp16-nhwc", "eager-fp16-nchw-pad8", "compile-fp16-nhwc-aten", "compile-fp16-nchw-aten",
+    "compile-fp16-nchw", "compile-fp16-nchw-pad8", "compile-fp16-nchw-pad16", "compile-fp16-nchw-pad8-graphs",
+    "compile-bf16-nhwc-aten", "compile-fp16-nhwc-aten-autotune", "eager-fp16-nchw-pad8-fold",
+    "eager-fp32-nhwc-aten", "eager-fp32-nhwc-aten-fold", "eager-fp32-aten-fold", "compile-fp16-nchw-pad8-fold",
+    "eager-fp16-nchw-pad8-s2d2", "eager-fp16-nchw-pad8-s2d4", "compile-fp16-nchw-pad8-s2d2",
+    "compile-fp16-nchw-pad8-s2d4", "compile-fp16-nchw-pad8-s2d2io", "compile-fp16-nchw-pad8-s2d4io",
+    "eager-fp32-aten-s2d2", "eager-fp32-aten-fold-s2d2", "eager-fp32-nhwc-aten-fold-s2d2", "ort", "ort-fold",
+    "ort-s2d2", "ort-fold-s2d2",
+]
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+MODES = {"graphs": "reduce-overhead", "autotune": "max-autotune-no-cudagraphs"}
+
+
+def rewrite(module: torch.nn.Module, options: list[str]) -> torch.nn.Module:
+    """A copy of ``module`` with the exact rewrites the options name (instyle.rewrite)."""
+    m = copy.deepcopy(module)
+    for opt in options:  # space-to-depth first, so widening also pads its convolution's channels
+        if opt.startswith("s2d"):
+            space_to_depth_convs(m, int(opt[3:].removesuffix("io")), inputs=opt.endswith("io"))
+    for opt in options:
+        if opt.startswith("pad"):
+            widen_thin_convs(m, int(opt[3:]))
+    if "fold" in options:
+        fold_upsampling(m)
+    return m
 
 
 def build(module: torch.nn.Module, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    dtype, nhwc, mode, norm, pad, fold = VARIANTS[name]
-    fmt = torch.channels_last if nhwc else torch.contiguous_format
-    m = copy.deepcopy(module)
-    if pad:
-        widen_thin_convs(m, pad)
-    if fold:
-        fold_upsampling(m)
-    m = m.to(dtype=dtype, memory_format=fmt).eval()
+    kind, *options = name.split("-")
+    if kind == "ort":
+        from instyle.fast import OnnxRunner
+
+        return OnnxRunner(rewrite(module, options).eval(), torch.device("cpu"))
+    dtype = DTYPES[options.pop(0)]
+    known = {"nhwc", "nchw", "aten", "fold", *MODES}
+    bad = [o for o in options if o not in known and not o.startswith(("pad", "s2d"))]
+    if kind not in ("eager", "compile") or bad:
+        raise ValueError(f"{name}: unknown {kind if bad == [] else bad}")
+    fmt = torch.channels_last if "nhwc" in options else torch.contiguous_format
+    norm = "aten" if "aten" in options else "fused"
+    m = rewrite(module, options).to(dtype=dtype, memory_format=fmt).eval()
     fn: Callable[[torch.Tensor], torch.Tensor] = m
-    if mode:
+    if kind == "compile":
         torch._inductor.config.freezing = True
+        mode = next((MODES[o] for o in options if o in MODES), "default")
         fn = torch.compile(m, mode=mode, dynamic=False)
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -125,7 +141,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-m", "--model", required=True)
     p.add_argument("--sizes", nargs="*", default=["1920x1080", "3840x2160"])
-    p.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    p.add_argument("--variants", nargs="*", default=VARIANTS)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--profile", nargs="*", default=[], help="variants whose top kernels to print (largest size)")

@@ -11,7 +11,14 @@ from torch import nn
 from instyle.fast import sample_image
 from instyle.models import create_model
 from instyle.models.norms import set_style_index
-from instyle.rewrite import SubpixelUpConv, ThinConv2d, fold_upsampling, widen_thin_convs
+from instyle.rewrite import (
+    SpaceToDepthConv,
+    SubpixelUpConv,
+    ThinConv2d,
+    fold_upsampling,
+    space_to_depth_convs,
+    widen_thin_convs,
+)
 
 
 def _trained_like(arch: str, styles: int = 1) -> nn.Module:
@@ -65,3 +72,36 @@ def test_widened_thin_convs_compute_the_same_function() -> None:
         torch.testing.assert_close(widened(x), plain(x), rtol=0, atol=1e-5)
 
 
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+@pytest.mark.parametrize("kernel", [(9, 9), (3, 5)])
+@pytest.mark.parametrize("size", [(37, 41), (24, 24), (9, 12)])
+def test_space_to_depth_conv_is_the_same_convolution(factor: int, kernel: tuple[int, int],
+                                                      size: tuple[int, int]) -> None:
+    torch.manual_seed(factor)
+    conv = nn.Conv2d(6, 3, kernel).double()
+    x = torch.randn(2, 6, *size, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(SpaceToDepthConv(conv, factor)(x), conv(x), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("inputs", [False, True])
+def test_space_to_depth_rewrite_of_the_johnson_net(inputs: bool) -> None:
+    net = _trained_like("johnson")
+    rewritten = space_to_depth_convs(copy.deepcopy(net), 2, inputs=inputs)
+    s2d = [m for m in rewritten.modules() if isinstance(m, SpaceToDepthConv)]
+    assert [m.conv.out_channels for m in s2d] == ([128, 12] if inputs else [12]), "the 9x9 convs from/to RGB"
+    widen_thin_convs(rewritten)  # the CUDA paths widen afterwards: 12 channels become 16
+    assert all(isinstance(m.conv, ThinConv2d) and m.conv.conv.in_channels % 8 == m.conv.conv.out_channels % 8 == 0
+               for m in s2d)
+    x = sample_image((44, 52), n=2)
+    with torch.no_grad():
+        torch.testing.assert_close(rewritten(x), net(x), rtol=0, atol=5e-5)
+
+
+def test_space_to_depth_needs_a_plain_convolution() -> None:
+    with pytest.raises(ValueError, match="stride-1"):
+        SpaceToDepthConv(nn.Conv2d(3, 3, 9, stride=2))
+    with pytest.raises(ValueError, match="unpadded"):
+        SpaceToDepthConv(nn.Conv2d(3, 3, 9, padding=4))

@@ -41,6 +41,7 @@ from instyle.evaluate import MAIN_TERMS, center_crops, chunked_content_targets, 
 from instyle.losses.perceptual import PerceptualLoss, get_preset
 from instyle.modelfile import save_model
 from instyle.models import create_model, set_style_index, single_style_state
+from instyle.optim import StepGuard
 from instyle.utils import (
     InstyleError,
     atomic_path,
@@ -51,7 +52,6 @@ from instyle.utils import (
 )
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-MAX_BAD_STEPS = 10  # consecutive non-finite gradients before a run is declared diverged
 
 
 @dataclass
@@ -89,6 +89,7 @@ class TrainConfig:
     warmup: int | None = None  # steps of linear learning-rate warm-up (None: 100 with ``init``, else 0)
     decay: int = 0  # the last ``decay`` steps anneal the learning rate to 0 (cosine)
     keep_best: bool = False  # write the weights of the best held-out evaluation, not the last step's
+    compile: bool = False  # torch.compile the generator and the loss (minutes of compiling, then faster steps)
 
     def style_files(self) -> list[str]:
         return [self.style] if isinstance(self.style, str) else list(self.style)
@@ -176,7 +177,11 @@ def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
     except Exception as exc:
         raise InstyleError(f"{path}: unreadable checkpoint ({exc})") from None
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    opt_state: dict[str, Any] = {"state": {}, "param_groups": json.loads(meta["param_groups"])}
+    groups = json.loads(meta["param_groups"])
+    for saved, current in zip(groups, opt.param_groups, strict=False):
+        # How Adam runs here (fused on CUDA, see instyle.optim) is this machine's choice, not the checkpoint's.
+        saved.update({k: current[k] for k in _ADAM_IMPL if k in current})
+    opt_state: dict[str, Any] = {"state": {}, "param_groups": groups}
     for k, v in tensors.items():
         if k.startswith("optim."):
             _, pid, name = k.split(".", 2)
@@ -188,11 +193,26 @@ def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
     return json.loads(meta["state"])
 
 
+_ADAM_IMPL = ("foreach", "fused", "capturable", "differentiable")
 _RESUME_KEYS = ("style", "arch", "norm", "loss", "size", "batch", "seed", "lr", "content_weight",
                 "style_weight", "tv_weight", "style_size", "arch_kwargs", "style_scales")
 
 
 # ----------------------------------------------------------------------------- the loop
+
+
+def compiled_step_modules(net: torch.nn.Module, criterion: torch.nn.Module,
+                          distributed: bool) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The generator and the loss under ``torch.compile`` for the training forward (and, through
+    AOTAutograd, backward): fused norms, activations and Gram matrices, fewer kernel launches. The
+    first step compiles (about 1.5 minutes on 2 CPU cores); after that an fp32 step of ``johnson``
+    ran 1.07x faster on a 2-core AVX2 CPU, where convolutions dominate; the launch-bound small
+    steps of a GPU are where it should gain more (docs/benchmarks.md). Several styles do not
+    recompile. Held-out evaluation, checkpoints and the written model use the plain modules,
+    which share the weights."""
+    if distributed:
+        raise InstyleError("--compile is not supported with torchrun yet (DDP + compile is untested here)")
+    return torch.compile(net, dynamic=False), torch.compile(criterion, dynamic=False)
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
@@ -226,8 +246,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             setattr(loss_cfg, name, getattr(cfg, name))
     criterion = PerceptualLoss(loss_cfg, weights=cfg.vgg_weights).to(device)
     criterion.set_style([load_style_tensor(f, cfg.style_size).to(device) for f in style_files], cfg.style_scales)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    guard = StepGuard(model.parameters(), cfg.lr, device, fp16=amp_dtype == torch.float16)
+    opt = guard.opt
 
     train_files, hold_files = content_split(cfg)
     dataset = CropDataset(train_files, cfg.size, seed=cfg.seed)
@@ -245,6 +265,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         changed = [k for k in _RESUME_KEYS if k in old and old[k] != dataclasses.asdict(cfg)[k]]
         if changed:
             raise InstyleError(f"--resume: the checkpoint was made with different {', '.join(changed)}")
+        guard.restore(state.get("skipped", 0))
         if main:
             _truncate_log(log_path, state["step"])
     elif log_path.exists() and main:
@@ -270,8 +291,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                dynamic_ncols=True, desc=f"{cfg.arch}/{cfg.norm}")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop size: the fastest conv algorithms are found once
+    fwd_net, fwd_loss = compiled_step_modules(net, criterion, dist_info.enabled) if cfg.compile else (net, criterion)
     t0 = time.perf_counter() - state["elapsed"]
-    bad_streak = 0
     while state["step"] < end:
         x = next(batches).to(device, non_blocking=True)
         for group in opt.param_groups:
@@ -282,32 +303,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             style_index = (torch.arange(first, first + len(x)) % n_styles).to(device)
             set_style_index(model, style_index)
         with autocast(device, amp_dtype):
-            y = net(x)
-            terms = criterion(y.float(), x, style_index)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(terms["total"]).backward()
-        scaler.unscale_(opt)
-        # The norm of the (DDP-averaged) gradient is the same on every rank, so all ranks agree on
-        # clipping and skipping. Clipping keeps one wild batch from wrecking the instance-norm scales
-        # (a run without it collapsed to flat outputs); a non-finite gradient skips the step.
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
-        # fp16: the scaler skips steps with inf gradients itself and lowers its scale
-        stepped = bool(torch.isfinite(grad_norm)) or scaler.is_enabled()
-        if stepped:
-            scaler.step(opt)
-        scaler.update()
+            y = fwd_net(x)
+            terms = fwd_loss(y.float(), x, style_index)
+        grad_norm = guard.step(terms["total"], cfg.grad_clip)
         average_buffers(model, dist_info)
         state["step"] += 1
         step = state["step"]
-        if stepped:
-            bad_streak = 0
-        else:
-            bad_streak += 1
-            state["skipped"] = state.get("skipped", 0) + 1
-            if bad_streak >= MAX_BAD_STEPS:
-                raise InstyleError(f"training diverged at step {step} ({bad_streak} steps in a row with a "
-                                   "non-finite gradient); lower --lr or set --grad-clip")
         if step % cfg.log_every == 0 or step == end:
+            state["skipped"] = guard.check()  # on CUDA the first look at the skip counts since the last log
             terms = mean_over_ranks(terms, dist_info)
             rec = {"step": step, **{k: round(v.item(), 6) for k, v in terms.items()},
                    "grad_norm": round(float(grad_norm), 4), "elapsed": round(time.perf_counter() - t0, 2)}
@@ -334,6 +337,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         bar.update(1)
         if main and step % cfg.checkpoint_every == 0 and step < end:
             state["elapsed"] = time.perf_counter() - t0
+            state["skipped"] = guard.check()
             save_checkpoint(ckpt_path, model, opt, state, best)
     bar.close()
     state["elapsed"] = time.perf_counter() - t0
@@ -475,6 +479,7 @@ def _model_card(cfg: TrainConfig, loss: dict[str, Any], state: dict[str, Any], d
         "metrics": {"final_train": state["last"], "holdout_curve": state["holdout_curve"],
                     "holdout_final": state["holdout_curve"][-1] if state["holdout_curve"] else None},
         "steps": state["step"],
+        "skipped_steps": state.get("skipped", 0),  # non-finite gradients: no optimizer step taken
         "weights_step": state.get("weights_step", state["step"]),  # earlier than steps with keep_best
         **({"best_holdout": state["best"]} if "best" in state else {}),
         **({"init": state["init"]} if "init" in state else {}),

@@ -1,0 +1,104 @@
+"""How fast a goal can possibly be met here: the work a job needs (GFLOP, counted by PyTorch's
+``FlopCounterMode``) against the fastest this machine multiplies matrices (a large GEMM, measured).
+
+A time goal below ``GFLOP / GEMM GFLOPS`` cannot be met by any schedule of the same arithmetic on
+this machine: only less arithmetic (a smaller network, a cheaper loss) or faster arithmetic (bf16
+with AMX or AVX-512 BF16, int8 VNNI, a GPU) can. ``inference.py`` and ``training.py`` import the
+two measurements; run alone it prints the bounds for the issue's CPU goals:
+
+    python benchmarks/roofline.py      # the shipped starry-night (johnson) and starry-night-fast (johnson-half)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_gflop(fn: Callable[[], object]) -> float:
+    """GFLOP (multiply and add counted apart) of one call of ``fn``: convolutions and matrix
+    products, forward and whatever backward it runs; element-wise work is not counted."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
+def gemm_gflops(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, n: int = 4096,
+                repeats: int = 3) -> float:
+    """Best of ``repeats`` timings of an n x n x n matrix product: the practical arithmetic ceiling
+    (convolutions run as GEMMs at best)."""
+    dev = torch.device(device)
+    a = torch.randn(n, n, device=dev).to(dtype)
+    b = torch.randn(n, n, device=dev).to(dtype)
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first one warms up
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        a @ b
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-m", "--models", nargs="*", default=["src/instyle/zoo/starry-night.safetensors",
+                                                          "src/instyle/zoo/starry-night-fast.safetensors"])
+    p.add_argument("--sizes", nargs="*", default=["512x512", "1920x1080"])
+    p.add_argument("--train-size", type=int, default=256)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--out", default="benchmarks/results")
+    a = p.parse_args()
+
+    from instyle.losses.perceptual import PerceptualLoss, get_preset
+    from instyle.modelfile import load_model
+    from instyle.models import create_model
+    from instyle.utils import cpu_supports_bf16, machine_description
+
+    peaks = {"fp32": gemm_gflops()}
+    if cpu_supports_bf16():
+        peaks["bf16"] = gemm_gflops(dtype=torch.bfloat16)
+    lines = [f"## Arithmetic bounds: {machine_description()}, torch {torch.__version__}", "",
+             "Measured GEMM ceiling (4096³): " + ", ".join(f"{k} {v:.0f} GFLOPS" for k, v in peaks.items()), "",
+             "| job | GFLOP | fastest possible at the fp32 ceiling |" + "".join(
+                 f" at the {k} ceiling |" for k in peaks if k != "fp32"),
+             "|---|---:|---:|" + "---:|" * (len(peaks) - 1)]
+
+    def row(job: str, gflop: float, unit: str) -> None:
+        bounds = "".join(f" {gflop / v:.2f} {unit} |" for v in peaks.values())
+        lines.append(f"| {job} | {gflop:.0f} |{bounds}")
+
+    for path in a.models:
+        model, card = load_model(path)
+        model.eval()
+        for text in a.sizes:
+            w, h = (int(v) for v in text.split("x"))
+            image = torch.zeros(1, 3, h, w)
+            with torch.inference_mode():
+                gflop = count_gflop(lambda x=image, m=model: m(x))
+            row(f"stylize {text}, {Path(path).stem} (`{card.get('arch')}`)", gflop, "s")
+    net = create_model("johnson").train()
+    loss = PerceptualLoss(get_preset("johnson"), weights="random")
+    x = torch.rand(a.batch, 3, a.train_size, a.train_size)
+    loss.set_style(x[:1])
+
+    def step() -> None:
+        loss(net(x), x)["total"].backward()
+
+    row(f"training step, johnson, {a.train_size}², batch {a.batch}", count_gflop(step), "s")
+    text = "\n".join(lines)
+    print(text)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "roofline.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
