@@ -36,3 +36,21 @@ def test_demo_photos_are_never_trained_on(photos_dir: Path, tmp_path: Path) -> N
     train, held = content_split(TrainConfig(style="s.png", content=str(folder), output="m.safetensors", holdout=0))
     assert "skimage-chelsea.jpg" not in {f.name for f in train + held}
     assert len(train) == 6
+
+
+def test_an_unchanged_gallery_is_left_alone_and_a_changed_one_rewritten(tmp_path: Path) -> None:
+    """`make demo` in a fresh clone must not leave docs/gallery.jpg modified over float/JPEG noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    sheet = Image.open(sorted(demo.DEMO_PHOTOS.glob("*.jpg"))[0]).convert("RGB").resize((320, 256))
+    path = tmp_path / "gallery.jpg"
+    sheet.save(path, quality=90)
+    assert demo._same_picture(path, sheet)  # the same picture through JPEG
+    noisy = np.clip(np.asarray(sheet, dtype=np.int16) + rng.integers(-2, 3, (256, 320, 3)), 0, 255)
+    assert demo._same_picture(path, Image.fromarray(noisy.astype(np.uint8)))
+    assert not demo._same_picture(path, sheet.rotate(180))  # other results
+    assert not demo._same_picture(path, sheet.resize((320, 200)))  # another layout
+    assert not demo._same_picture(tmp_path / "missing.jpg", sheet)
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    assert not demo._same_picture(tmp_path / "broken.jpg", sheet)
