@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from roofline import count_gflop  # benchmarks/ is on sys.path when a script here runs
 
 from instyle.fast import MIN_PSNR, Runner, available_backends, build_runner, psnr, sample_image
 from instyle.modelfile import load_model
@@ -63,23 +64,26 @@ def bench_size(runners: dict[str, Runner], size: tuple[int, int], rounds: int, d
         for name, runner in runners.items():
             times[name].append(timed(runner, x)[0])
     base = statistics.median(times["eager"])
+    with torch.inference_mode():  # the work of one image, to set each time against the machine's ceiling
+        gflop = count_gflop(lambda: runners["eager"].module(x))
     rows = []
     for name in runners:
         ms = statistics.median(times[name])
         rows.append({"size": f"{size[1]}x{size[0]}", "backend": name, "ms": round(ms, 1),
                      "img_per_s": round(1000.0 / ms, 2), "speedup": round(base / ms, 2),
+                     "gflops": round(gflop / ms * 1000, 1),
                      "psnr_db": round(psnr(first[name].clamp(0, 1), first["eager"].clamp(0, 1)), 1),
                      "warmup_ms": round(warm_ms[name]), "rounds": rounds})
     return rows
 
 
 def markdown(rows: list[dict[str, Any]], header: str) -> str:
-    lines = [header, "", "| size | backend | ms/image | images/s | vs fp32 eager | PSNR vs eager (dB) |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = [header, "", "| size | backend | ms/image | images/s | vs fp32 eager | GFLOP/s | PSNR vs eager (dB) |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         flag = "" if r["psnr_db"] >= MIN_PSNR else " (below 40: off in auto)"
         lines.append(f"| {r['size']} | {r['backend']} | {r['ms']:.1f} | {r['img_per_s']:.2f} | "
-                     f"{r['speedup']:.2f}× | {r['psnr_db']}{flag} |")
+                     f"{r['speedup']:.2f}× | {r.get('gflops', '')} | {r['psnr_db']}{flag} |")
     return "\n".join(lines) + "\n"
 
 
@@ -116,7 +120,8 @@ def main() -> None:
     model_desc = a.model or f"random-init {a.arch}"
     header = (f"## Inference, {device.type}: {machine_description()}, torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads\n\nModel: {model_desc}. Batch 1, median of {a.rounds} "
-              "interleaved rounds after warm-up.")
+              "interleaved rounds after warm-up. GFLOP/s: the fp32 network's floating-point work per "
+              "image (benchmarks/roofline.py) over the time: set it against the machine's GEMM ceiling.")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"inference-{device.type}.md").write_text(markdown(rows, header))

@@ -54,6 +54,7 @@ def main() -> None:
     p.add_argument("--sizes", nargs="*", default=["512x512", "1920x1080"])
     p.add_argument("--train-size", type=int, default=256)
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--gemm", type=int, default=4096, help="side of the GEMM that measures the ceiling")
     p.add_argument("--out", default="benchmarks/results")
     a = p.parse_args()
 
@@ -62,18 +63,18 @@ def main() -> None:
     from instyle.models import create_model
     from instyle.utils import cpu_supports_bf16, machine_description
 
-    peaks = {"fp32": gemm_gflops()}
+    peaks = {"fp32": gemm_gflops(n=a.gemm)}
     if cpu_supports_bf16():
-        peaks["bf16"] = gemm_gflops(dtype=torch.bfloat16)
+        peaks["bf16"] = gemm_gflops(dtype=torch.bfloat16, n=a.gemm)
     lines = [f"## Arithmetic bounds: {machine_description()}, torch {torch.__version__}", "",
-             "Measured GEMM ceiling (4096³): " + ", ".join(f"{k} {v:.0f} GFLOPS" for k, v in peaks.items()), "",
+             f"Measured GEMM ceiling ({a.gemm}³): " + ", ".join(f"{k} {v:.0f} GFLOPS" for k, v in peaks.items()), "",
              "| job | GFLOP | fastest possible at the fp32 ceiling |" + "".join(
                  f" at the {k} ceiling |" for k in peaks if k != "fp32"),
              "|---|---:|---:|" + "---:|" * (len(peaks) - 1)]
 
     def row(job: str, gflop: float, unit: str) -> None:
         bounds = "".join(f" {gflop / v:.2f} {unit} |" for v in peaks.values())
-        lines.append(f"| {job} | {gflop:.0f} |{bounds}")
+        lines.append(f"| {job} | {gflop:.4g} |{bounds}")
 
     for path in a.models:
         model, card = load_model(path)

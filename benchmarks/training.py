@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from roofline import count_gflop  # benchmarks/ is on sys.path when a script here runs
 
 from instyle.fast import sample_image
 from instyle.losses.perceptual import PerceptualLoss, get_preset
@@ -94,17 +95,21 @@ def main() -> None:
         for m, s in steps.items():
             times[m].append(s(a.steps))
     base = statistics.median(times["fp32"])
+    gflop = count_gflop(lambda: steps["fp32"](1))  # one step's work, to set against the GEMM ceiling
     rows: list[dict[str, Any]] = []
     for m in modes:
         sec = statistics.median(times[m])
         rows.append({"mode": m, "s_per_step": round(sec, 3), "steps_per_s": round(1 / sec, 3),
-                     "images_per_s": round(a.batch / sec, 2), "speedup": round(base / sec, 2)})
+                     "images_per_s": round(a.batch / sec, 2), "speedup": round(base / sec, 2),
+                     "gflops": round(gflop / sec, 1)})
     header = (f"## Training, {device.type}: {machine_description()}, torch {torch.__version__}\n\n"
               f"`{a.arch}` at {a.size}², batch {a.batch}, VGG16 perceptual loss (johnson preset), Adam; median of "
-              f"{a.rounds} interleaved rounds of {a.steps} steps after one warm-up step.")
-    lines = [header, "", "| mode | s/step | steps/s | images/s | vs fp32 eager |", "|---|---:|---:|---:|---:|"]
+              f"{a.rounds} interleaved rounds of {a.steps} steps after one warm-up step; GFLOP/s: one fp32 "
+              f"step's floating-point work ({gflop:.0f} GFLOP, benchmarks/roofline.py) over the time.")
+    lines = [header, "", "| mode | s/step | steps/s | images/s | vs fp32 eager | GFLOP/s |",
+             "|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['mode']} | {r['s_per_step']:.3f} | {r['steps_per_s']:.3f} | {r['images_per_s']:.2f} | "
-              f"{r['speedup']:.2f}× |" for r in rows]
+              f"{r['speedup']:.2f}× | {r['gflops']} |" for r in rows]
     text = "\n".join(lines) + "\n"
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

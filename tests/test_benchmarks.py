@@ -1,0 +1,55 @@
+"""The benchmark scripts run end to end at toy sizes, so a lent GPU's minutes are never spent on a
+script that fails on its arguments (the measured numbers live in docs/benchmarks.md, not here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "src" / "instyle" / "zoo" / "starry-night-fast.safetensors"
+
+
+def _run(script: str, *args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_inference_benchmark_reports_speed_psnr_and_gflops(tmp_path: Path) -> None:
+    _run("inference.py", "-m", str(MODEL), "--backends", "eager", "channels_last", "--sizes", "40x32",
+         "--rounds", "1", "--warmup", "1", "--out", str(tmp_path))
+    rows = json.loads((tmp_path / "inference-cpu.json").read_text())["rows"]
+    assert [r["backend"] for r in rows] == ["eager", "channels_last"]
+    assert all(r["gflops"] > 0 and r["ms"] > 0 for r in rows) and rows[1]["psnr_db"] > 60
+
+
+def test_training_benchmark_runs_the_training_step(tmp_path: Path) -> None:
+    _run("training.py", "--arch", "johnson-half", "--size", "32", "--batch", "2", "--modes", "fp32",
+         "fp32-hostcheck", "--rounds", "1", "--steps", "1", "--vgg", "random", "--out", str(tmp_path))
+    rows = json.loads((tmp_path / "training-cpu.json").read_text())["rows"]
+    assert [r["mode"] for r in rows] == ["fp32", "fp32-hostcheck"] and all(r["gflops"] > 0 for r in rows)
+
+
+def test_variant_names_spell_their_rewrites(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    _run("variants.py", "-m", str(MODEL), "--device", "cpu", "--sizes", "40x32", "--rounds", "1", "--variants",
+         "eager-fp32-aten", "eager-fp32-aten-fold-s2d2", "eager-fp32-nhwc-aten-s2d4io", "ort-fold-s2d2",
+         "--out", str(tmp_path))
+    rows = json.loads((tmp_path / "variants-cpu.json").read_text())
+    assert len(rows) == 4 and all(r["psnr_db"] > 80 for r in rows[1:]), rows  # exact rewrites
+
+
+def test_roofline_counts_the_work(tmp_path: Path) -> None:
+    out = _run("roofline.py", "-m", str(MODEL), "--sizes", "64x64", "128x128", "--train-size", "32",
+               "--batch", "1", "--gemm", "256", "--out", str(tmp_path))
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| stylize")]
+    small, big = (float(r[2]) for r in rows)
+    assert big == pytest.approx(4 * small, rel=0.05)  # the work grows with the pixels
