@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import Dataset
 
-from instyle.data.datasets import _BatchKeys, _worker_init, resolve_workers
+from instyle.data.datasets import _BatchKeys, batch_stream
 from instyle.utils import InstyleError
 
 
@@ -77,7 +77,7 @@ class _ShardKeys:
 
 
 def sharded_batches(dataset: Dataset[Any], global_batch: int, seed: int, info: DistInfo,
-                    num_workers: int | str = 0, start_step: int = 0) -> Iterator[Any]:
+                    num_workers: int | str = 0, start_step: int = 0, pin_memory: bool = False) -> Iterator[Any]:
     """``infinite_batches`` for one rank: the same global stream, only this rank's images decoded."""
     n = len(dataset)  # type: ignore[arg-type]
     if n < global_batch:
@@ -85,13 +85,7 @@ def sharded_batches(dataset: Dataset[Any], global_batch: int, seed: int, info: D
     part = shard_slice(global_batch, info)
     keys = _ShardKeys(_BatchKeys(n, global_batch, seed, start_step,
                                  bool(getattr(dataset, "accepts_epoch_keys", False))), part)
-    workers = resolve_workers(num_workers)
-    if workers == 0:
-        for batch in keys:
-            yield default_collate([dataset[k] for k in batch])
-        return
-    yield from DataLoader(dataset, batch_sampler=keys, num_workers=workers,  # type: ignore[arg-type]
-                          worker_init_fn=_worker_init, persistent_workers=False, prefetch_factor=2)
+    yield from batch_stream(dataset, keys, num_workers, pin_memory)
 
 
 def mean_over_ranks(values: dict[str, torch.Tensor], info: DistInfo) -> dict[str, torch.Tensor]:

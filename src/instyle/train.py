@@ -275,6 +275,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     end = state["start"] + cfg.iters
 
     net: torch.nn.Module = model
+    pin = device.type == "cuda"  # so the non-blocking copy below does not wait for the GPU (infinite_batches)
     if dist_info.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -282,10 +283,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                       broadcast_buffers=False)
         batches: Iterator[torch.Tensor] = sharded_batches(
-            dataset, cfg.batch, cfg.seed, dist_info, num_workers=cfg.workers, start_step=state["step"])
+            dataset, cfg.batch, cfg.seed, dist_info, num_workers=cfg.workers, start_step=state["step"], pin_memory=pin)
     else:
         batches = infinite_batches(
-            dataset, cfg.batch, seed=cfg.seed, num_workers=cfg.workers, start_step=state["step"]
+            dataset, cfg.batch, seed=cfg.seed, num_workers=cfg.workers, start_step=state["step"], pin_memory=pin
         )
     bar = tqdm(total=end, initial=state["step"], disable=not progress or not main, unit="step",
                dynamic_ncols=True, desc=f"{cfg.arch}/{cfg.norm}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -259,13 +259,16 @@ def infinite_batches(
     seed: int,
     num_workers: int | str = 0,
     start_step: int = 0,
+    pin_memory: bool = False,
 ) -> Iterator[Any]:
     """Endless stream of batches: each epoch a fresh shuffle from ``seed``, incomplete last batch dropped.
 
     Batch ``k`` of the stream is the same whether the stream started at 0 or was resumed with
     ``start_step <= k``: the epoch and offset are computed, skipped images are never loaded.
     Datasets with ``accepts_epoch_keys`` (CropDataset) get ``(index, epoch)`` keys so their
-    augmentation changes per epoch; others get plain indices.
+    augmentation changes per epoch; others get plain indices. ``pin_memory`` (CUDA): batches in
+    page-locked memory, so ``.to("cuda", non_blocking=True)`` is queued behind the GPU's work; a copy
+    from ordinary memory first waits for the GPU to finish, and the host cannot run ahead.
     """
     n = len(dataset)  # type: ignore[arg-type]
     if batch_size < 1:
@@ -275,17 +278,18 @@ def infinite_batches(
     if start_step < 0:
         raise ValueError(f"start_step must be >= 0, got {start_step}")
     keys = _BatchKeys(n, batch_size, seed, start_step, bool(getattr(dataset, "accepts_epoch_keys", False)))
+    yield from batch_stream(dataset, keys, num_workers, pin_memory)
+
+
+def batch_stream(dataset: Dataset[Any], keys: Iterable[list[Any]], num_workers: int | str,
+                 pin_memory: bool) -> Iterator[Any]:
+    """The batches ``keys`` name, made here or by worker processes, optionally pinned."""
     workers = resolve_workers(num_workers)
     if workers == 0:
         for batch in keys:
-            yield default_collate([dataset[k] for k in batch])
+            out = default_collate([dataset[k] for k in batch])
+            yield out.pin_memory() if pin_memory else out
         return
-    loader = DataLoader(
-        dataset,
-        batch_sampler=keys,  # type: ignore[arg-type]
-        num_workers=workers,
-        worker_init_fn=_worker_init,
-        persistent_workers=False,
-        prefetch_factor=2,
-    )
-    yield from loader
+    yield from DataLoader(dataset, batch_sampler=keys, num_workers=workers,  # type: ignore[arg-type]
+                          worker_init_fn=_worker_init, persistent_workers=False, prefetch_factor=2,
+                          pin_memory=pin_memory)
