@@ -52,7 +52,7 @@ class Step:
         self.guard = StepGuard(self.model.parameters(), 1e-3, device, fp16=self.dtype == torch.float16,
                                on_device=False if "hostcheck" in tokens else None)
         self.x = sample_image((size, size), n=batch).to(device).contiguous(memory_format=self.fmt)
-        self.fwd_model, self.fwd_loss = (compiled_step_modules(self.model, self.loss, distributed=False)
+        self.fwd_model, self.fwd_loss = (compiled_step_modules(self.model, self.loss)
                                          if "compile" in tokens else (self.model, self.loss))
 
     def __call__(self, n: int) -> float:

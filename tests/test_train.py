@@ -269,7 +269,7 @@ def test_compiled_step_gives_the_same_gradients() -> None:
         return {k: p.grad.clone() for k, p in net.named_parameters()}
 
     eager = grads(net, loss)
-    compiled = grads(*compiled_step_modules(net, loss, distributed=False))
+    compiled = grads(*compiled_step_modules(net, loss))
     for k, g in eager.items():
         scale = g.abs().max()
         if scale > 1e-5:  # conv biases before a norm have a zero true gradient: pure float noise
