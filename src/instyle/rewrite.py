@@ -179,7 +179,7 @@ def space_to_depth_convs(module: nn.Module, factor: int = 2, inputs: bool = Fals
     for name, child in list(module.named_children()):
         if (isinstance(child, nn.Conv2d) and child.stride == (1, 1) and child.padding == (0, 0)
                 and child.dilation == (1, 1) and child.groups == 1 and min(child.kernel_size) > factor
-                and min(child.out_channels, child.in_channels if inputs else max_channels + 1) <= max_channels):
+                and (child.out_channels <= max_channels or (inputs and child.in_channels <= max_channels))):
             setattr(module, name, SpaceToDepthConv(child, factor))
         else:
             space_to_depth_convs(child, factor, inputs, max_channels)
