@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from roofline import count_gflop  # benchmarks/ is on sys.path when a script here runs
+from roofline import forward_gflop  # benchmarks/ is on sys.path when a script here runs
 
 from instyle.fast import MIN_PSNR, Runner, available_backends, build_runner, psnr, sample_image
 from instyle.modelfile import load_model
@@ -64,8 +64,7 @@ def bench_size(runners: dict[str, Runner], size: tuple[int, int], rounds: int, d
         for name, runner in runners.items():
             times[name].append(timed(runner, x)[0])
     base = statistics.median(times["eager"])
-    with torch.inference_mode():  # the work of one image, to set each time against the machine's ceiling
-        gflop = count_gflop(lambda: runners["eager"].module(x))
+    gflop = forward_gflop(runners["eager"].module, tuple(x.shape))  # to set against the machine's ceiling
     rows = []
     for name in runners:
         ms = statistics.median(times[name])
