@@ -53,3 +53,9 @@ def test_roofline_counts_the_work(tmp_path: Path) -> None:
     rows = [line.split("|") for line in out.splitlines() if line.startswith("| stylize")]
     small, big = (float(r[2]) for r in rows)
     assert big == pytest.approx(4 * small, rel=0.05)  # the work grows with the pixels
+
+
+def test_winograd_benchmark_computes_the_same_convolution(tmp_path: Path) -> None:
+    out = _run("winograd.py", "--size", "40x24", "--channels", "8", "--rounds", "1", "--out", str(tmp_path))
+    errors = [float(line.split("|")[4]) for line in out.splitlines() if line.startswith(("| direct", "| Winograd"))]
+    assert len(errors) == 2 and max(errors) < 1e-5, out
