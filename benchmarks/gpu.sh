@@ -4,7 +4,7 @@
 #   python benchmarks/gpu_pack.py -o .gpu/cache      # here; then run this there, carrying .gpu
 #   OUT=/tmp/gpu bash benchmarks/gpu.sh
 # STEPS picks what runs (default, in this order: "inference variants training run"; "reference", the
-# classic 40k-step run, only when named).
+# classic 40k-step run, only when named; RESUME=1 continues a reference stopped on the same machine).
 # Each step has its own time limit and the script goes on when one fails; all results end up in
 # $OUT/gpu-results.tar.gz (plus gpu.log), so a partial run still brings back what it measured.
 # All of it takes about 13 minutes of an H200, more than one device call may run (600 s): split it,
@@ -51,12 +51,16 @@ timeout "$T_VAR" $PY benchmarks/variants.py -m "$MODEL" --sizes 3840x2160 --roun
 fi
 
 # bf16-hostcheck: the step as it was before instyle.optim.StepGuard kept it on the device;
-# compile-bf16: `instyle train --compile` (the first step compiles, the warm-up step absorbs it).
+# compile-bf16: `instyle train --compile` (the first step compiles, the warm-up step absorbs it);
+# compile-bf16-graphs: `instyle train --cuda-graphs`, the step replayed as CUDA graphs (batch 4 is
+# launch-bound: 24 ms/step on the H200 for fp32 and bf16 alike).
 if want training; then
 for B in 4 16; do
-  step "training steps, batch $B (T_TB=${T_TB:=150}s)"
+  [ "$B" = 4 ] && MODES=${TB4_MODES:-bf16 bf16-hostcheck compile-bf16 compile-bf16-graphs} \
+               || MODES=${TB16_MODES:-bf16 compile-bf16-graphs}
+  step "training steps, batch $B: fp32 $MODES (T_TB=${T_TB:=200}s)"
   timeout "$T_TB" $PY benchmarks/training.py --device cuda --vgg random --batch "$B" --steps 10 --rounds 3 \
-    --modes fp32 bf16 bf16-hostcheck compile-bf16 --out "$R/training-b$B" || step "FAILED training b$B"
+    --modes fp32 $MODES --out "$R/training-b$B" || step "FAILED training b$B"
 done
 fi
 
@@ -76,12 +80,29 @@ fi
 
 # The goal's reference, only when asked (STEPS=reference, a call of its own): the classic recipe,
 # 40k steps at batch 4 with a constant learning rate, same style, style size and loss weights as the
-# 2-minute run, compiled. Its held-out curve (with wall-clock times) comes back even when the limit
-# stops it early; score the finished model against the 2-minute one with `instyle evaluate`.
+# 2-minute run, compiled and replayed as CUDA graphs (batch 4 is launch-bound otherwise). It writes
+# to runs/ (git-ignored, so it stays on a warm machine between calls) with a checkpoint every 4000
+# steps: when the limit stops it, the next call with RESUME=1 goes on from there. If the CUDA-graph
+# step fails outright, it runs again with --compile alone in the time left. The log (held-out curve
+# with wall-clock times) comes back each time; score the finished model against the 2-minute one
+# with `instyle evaluate`.
 if want reference; then
-step "the classic 40k-step recipe (T_REF=${T_REF:=560}s)"
-timeout "$T_REF" $PY -m instyle train --style "$C/style/starry-night.png" --content "$C/content" \
-  --style-size 384 --tv-weight 30 --grad-clip 500 --batch 4 --iters 40000 --eval-every 2000 \
-  --checkpoint-every 100000 --workers auto --compile --quiet -o "$R/reference.safetensors" \
-  || step "FAILED or stopped: reference (its log keeps the curve so far)"
+REF=runs/gpu-reference; mkdir -p "$REF"
+ref() {  # ref SECONDS EXTRA-FLAGS...
+  local t=$1; shift
+  timeout "$t" $PY -m instyle train --style "$C/style/starry-night.png" --content "$C/content" \
+    --style-size 384 --tv-weight 30 --grad-clip 500 --batch 4 --iters 40000 --eval-every 2000 \
+    --checkpoint-every 4000 --workers auto --compile --quiet -o "$REF/reference.safetensors" "$@"
+}
+RESUME_FLAG=(); [ -n "${RESUME:-}" ] && [ -f "$REF/reference.ckpt.safetensors" ] && RESUME_FLAG=(--resume)
+step "the classic 40k-step recipe ${RESUME_FLAG[*]} (T_REF=${T_REF:=560}s)"
+T_START=$SECONDS
+ref "$T_REF" --cuda-graphs "${RESUME_FLAG[@]}"; RC=$?
+if [ "$RC" != 0 ] && [ "$RC" != 124 ] && [ $((T_REF - (SECONDS - T_START))) -gt 120 ]; then
+  step "FAILED with CUDA graphs (rc $RC): again with --compile alone"
+  RESUME_FLAG=(); [ -f "$REF/reference.ckpt.safetensors" ] && RESUME_FLAG=(--resume)
+  ref $((T_REF - (SECONDS - T_START))) "${RESUME_FLAG[@]}"; RC=$?
+fi
+[ "$RC" = 0 ] && step "reference finished" || step "reference stopped (rc $RC); RESUME=1 goes on from its checkpoint"
+cp "$REF"/reference.log.jsonl "$REF"/reference.json "$REF"/reference.safetensors "$R"/ 2>/dev/null
 fi

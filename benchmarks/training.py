@@ -32,9 +32,11 @@ from instyle.utils import machine_description
 
 # "-hostcheck": the step checks its gradient norm on the host, as train() does on the CPU; without
 # it a CUDA step stays on the device (instyle.optim.StepGuard), the same run measures both.
-# "compile-": the generator and the loss under torch.compile, as `instyle train --compile`.
+# "compile-": the generator and the loss under torch.compile, as `instyle train --compile`;
+# "-graphs": compiled and replayed as CUDA graphs, as `instyle train --cuda-graphs`.
 MODES = ("fp32", "bf16", "channels_last", "channels_last-bf16", "fp16", "channels_last-fp16", "fp32-hostcheck",
-         "bf16-hostcheck", "compile-fp32", "compile-bf16", "compile-fp16")
+         "bf16-hostcheck", "compile-fp32", "compile-bf16", "compile-fp16", "compile-fp32-graphs",
+         "compile-bf16-graphs")
 
 
 class Step:
@@ -52,7 +54,8 @@ class Step:
         self.guard = StepGuard(self.model.parameters(), 1e-3, device, fp16=self.dtype == torch.float16,
                                on_device=False if "hostcheck" in tokens else None)
         self.x = sample_image((size, size), n=batch).to(device).contiguous(memory_format=self.fmt)
-        self.fwd_model, self.fwd_loss = (compiled_step_modules(self.model, self.loss)
+        self.graphs = "graphs" in tokens
+        self.fwd_model, self.fwd_loss = (compiled_step_modules(self.model, self.loss, self.graphs)
                                          if "compile" in tokens else (self.model, self.loss))
 
     def __call__(self, n: int) -> float:
@@ -60,6 +63,8 @@ class Step:
             torch.cuda.synchronize()
         t = time.perf_counter()
         for _ in range(n):
+            if self.graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             ctx = torch.autocast(self.device.type, self.dtype) if self.dtype else contextlib.nullcontext()
             with ctx:
                 terms = self.fwd_loss(self.fwd_model(self.x).float(), self.x)

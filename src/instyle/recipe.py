@@ -24,9 +24,9 @@ _FLAGS = {
     "precision": "--precision",
     "device": "--device", "workers": "--workers", "holdout": "--holdout", "eval_every": "--eval-every",
     "checkpoint_every": "--checkpoint-every", "warmup": "--warmup", "decay": "--decay", "keep_best": "--keep-best",
-    "compile": "--compile",
+    "compile": "--compile", "cuda_graphs": "--cuda-graphs",
 }
-_NOT_REPRODUCED = {"device", "workers", "precision", "compile"}  # where it ran, not what it learned
+_NOT_REPRODUCED = {"device", "workers", "precision", "compile", "cuda_graphs"}  # where it ran, not what it learned
 
 
 def card_styles(card: dict[str, Any]) -> list[dict[str, Any]]:
