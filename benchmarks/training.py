@@ -26,6 +26,7 @@ from roofline import count_gflop  # benchmarks/ is on sys.path when a script her
 from instyle.fast import sample_image
 from instyle.losses.perceptual import PerceptualLoss, get_preset
 from instyle.models import create_model
+from instyle.models.layers import Conv2d
 from instyle.optim import StepGuard
 from instyle.train import compiled_step_modules
 from instyle.utils import machine_description
@@ -33,9 +34,10 @@ from instyle.utils import machine_description
 # "-hostcheck": the step checks its gradient norm on the host, as train() does on the CPU; without
 # it a CUDA step stays on the device (instyle.optim.StepGuard), the same run measures both.
 # "compile-": the generator and the loss under torch.compile, as `instyle train --compile`;
-# "-graphs": compiled and replayed as CUDA graphs, as `instyle train --cuda-graphs`.
-MODES = ("fp32", "bf16", "channels_last", "channels_last-bf16", "fp16", "channels_last-fp16", "fp32-hostcheck",
-         "bf16-hostcheck", "compile-fp32", "compile-bf16", "compile-fp16", "compile-fp32-graphs",
+# "-graphs": compiled and replayed as CUDA graphs, as `instyle train --cuda-graphs`;
+# "-nchw": no convolution switches to channels-last on the CPU (instyle.models.layers.Conv2d).
+MODES = ("fp32", "fp32-nchw", "bf16", "channels_last", "channels_last-bf16", "fp16", "channels_last-fp16",
+         "fp32-hostcheck", "bf16-hostcheck", "compile-fp32", "compile-bf16", "compile-fp16", "compile-fp32-graphs",
          "compile-bf16-graphs")
 
 
@@ -49,6 +51,10 @@ class Step:
         self.fmt = torch.channels_last if "channels_last" in tokens else torch.contiguous_format
         self.dtype = next((d for t, d in (("bf16", torch.bfloat16), ("fp16", torch.float16)) if t in tokens), None)
         self.model = create_model(arch).to(device, memory_format=self.fmt).train()
+        if "nchw" in tokens:  # every convolution in NCHW, as before instyle.models.layers.Conv2d
+            for m in self.model.modules():
+                if isinstance(m, Conv2d):
+                    m.thin_output_layout = False
         self.loss = PerceptualLoss(get_preset("johnson"), weights=weights).to(device, memory_format=self.fmt)
         self.loss.set_style(sample_image((256, 256), seed=1).to(device))
         self.guard = StepGuard(self.model.parameters(), 1e-3, device, fp16=self.dtype == torch.float16,
@@ -91,7 +97,10 @@ def main() -> None:
                           ("cpu" if a.device == "auto" else a.device))
     default = ["fp32", "bf16", "channels_last", "channels_last-bf16"]
     modes = a.modes or ([*default, "fp16", "channels_last-fp16"] if device.type == "cuda" else default)
-    modes = ["fp32", *[m for m in modes if m != "fp32"]]
+    # The baseline is plain fp32 eager PyTorch: on the CPU that is every convolution in NCHW, without
+    # the channels-last switch of the thin ones that train() now makes (``fp32``).
+    baseline = "fp32-nchw" if device.type == "cpu" else "fp32"
+    modes = [baseline, *[m for m in modes if m != baseline]]
     steps = {m: Step(m, a.arch, a.size, a.batch, device, a.vgg) for m in modes}
     for s in steps.values():
         s(1)  # warm-up: allocator, oneDNN/cuDNN algorithm choice
@@ -99,8 +108,8 @@ def main() -> None:
     for _ in range(a.rounds):
         for m, s in steps.items():
             times[m].append(s(a.steps))
-    base = statistics.median(times["fp32"])
-    gflop = count_gflop(lambda: steps["fp32"](1))  # one step's work, to set against the GEMM ceiling
+    base = statistics.median(times[baseline])
+    gflop = count_gflop(lambda: steps[baseline](1))  # one step's work, to set against the GEMM ceiling
     rows: list[dict[str, Any]] = []
     for m in modes:
         sec = statistics.median(times[m])
@@ -109,7 +118,8 @@ def main() -> None:
                      "gflops": round(gflop / sec, 1)})
     header = (f"## Training, {device.type}: {machine_description()}, torch {torch.__version__}\n\n"
               f"`{a.arch}` at {a.size}², batch {a.batch}, VGG16 perceptual loss (johnson preset), Adam; median of "
-              f"{a.rounds} interleaved rounds of {a.steps} steps after one warm-up step; GFLOP/s: one fp32 "
+              f"{a.rounds} interleaved rounds of {a.steps} steps after one warm-up step, against `{baseline}` "
+              f"(plain fp32 eager); GFLOP/s: one fp32 "
               f"step's floating-point work ({gflop:.0f} GFLOP, benchmarks/roofline.py) over the time.")
     lines = [header, "", "| mode | s/step | steps/s | images/s | vs fp32 eager | GFLOP/s |",
              "|---|---:|---:|---:|---:|---:|"]

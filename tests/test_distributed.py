@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from instyle.distributed import DistInfo, shard_slice
+from instyle.data.datasets import CropDataset, infinite_batches
+from instyle.distributed import DistInfo, shard_slice, sharded_batches
 from instyle.losses.perceptual import get_preset
 from instyle.modelfile import load_model
-from instyle.models.norms import Norm2d
 from instyle.train import TrainConfig, train
 from instyle.utils import InstyleError
 
@@ -38,21 +37,14 @@ def _cfg(photos: Path, style: Path, out: Path, norm: str = "instance") -> TrainC
                        tv_weight=preset.tv_weight * 1e3)
 
 
-def _norm_invariant(model: torch.nn.Module) -> set[str]:
-    """Names of conv biases that feed a per-channel norm: the norm subtracts them again, so their true
-    gradient is zero and Adam turns float noise into lr-sized random steps; they cannot match bitwise."""
-    names = [n for n, _ in model.named_modules()]
-    mods = dict(model.named_modules())
-    out = set()
-    for i, n in enumerate(names[:-1]):
-        if isinstance(mods[n], torch.nn.Conv2d) and isinstance(mods[names[i + 1]], Norm2d):
-            out.add(f"{n}.bias")
-    # The shift of a residual block's last norm adds a per-channel constant that the next conv turns
-    # into another constant, which the next norm removes again (only reflection borders leak): its
-    # true gradient is near zero too, so it carries the same amplified noise (~lr) under batch norm.
-    out |= {f"{n}.bias" for n, m in mods.items() if isinstance(m, Norm2d) and n.startswith("residuals.")
-            and n.endswith("body.3")}
-    return out
+def test_shards_make_up_the_global_batch_at_every_step(photos_dir: Path) -> None:
+    dataset = CropDataset(sorted(photos_dir.glob("*.jpg")), 24, seed=0)
+    for start in (0, 5):  # a fresh run and a resumed one
+        whole = infinite_batches(dataset, 4, seed=3, start_step=start)
+        shards = [sharded_batches(dataset, 4, 3, DistInfo(rank=r, world_size=2, enabled=True), start_step=start)
+                  for r in range(2)]
+        for _ in range(4):  # across an epoch boundary: 12 photos make 3 batches
+            assert torch.equal(next(whole), torch.cat([next(s) for s in shards]))
 
 
 def test_shard_slice_splits_the_global_batch() -> None:
@@ -78,29 +70,27 @@ def test_two_gloo_processes_match_one(photos_dir: Path, style_image: Path, tmp_p
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    # Adam makes every first step about lr (1e-3) in size whatever the gradient's scale, so float
-    # reduction-order noise shows up in the weights at ~1e-4; wrong sharding would be ~1e-3 per step.
-    a, b = load_file(single.output), load_file(ddp.output)
-    assert a.keys() == b.keys()
-    skip = _norm_invariant(load_model(single.output)[0])
-    diffs = {k: (b[k] - a[k]).abs().max().item() for k in a if k not in skip and "running" not in k}
-    # Batch norm couples the images, so each gradient is a sum over the global batch formed in another
-    # order on 2 ranks than on 1: a little more noise (seen: 4e-4), still far below wrong sharding.
-    tol = 3e-4 if norm == "instance" else 8e-4
-    assert max(diffs.values()) < tol, sorted(diffs.items(), key=lambda kv: -kv[1])[:5]
+    # Whatever DDP can get wrong shows at step 1, before any update: each rank's share of the global
+    # batch, batch norm's statistics over the global batch, and the averaging of gradients over ranks.
+    # Done wrong, each changes the step-1 loss or gradient norm far beyond float rounding.
+    log_a = [json.loads(ln) for ln in Path(single.paths()[2]).read_text().splitlines()]
+    log_b = [json.loads(ln) for ln in Path(ddp.paths()[2]).read_text().splitlines()]
+    assert [r["step"] for r in log_b] == [1, 2, 3, 4]  # only rank 0 wrote the log, with the loss over ranks
+    assert log_b[0]["total"] == pytest.approx(log_a[0]["total"], rel=1e-5)
+    assert log_b[0]["grad_norm"] == pytest.approx(log_a[0]["grad_norm"], rel=1e-5)
+    # Step 2: the same batch again, after one Adam step from that same gradient.
+    assert log_b[1]["total"] == pytest.approx(log_a[1]["total"], rel=1e-4)
+    # Later steps drift apart, and the weights with them, by chance: Adam moves every weight by about
+    # lr whatever its gradient, so a weight whose true gradient is ~0 (a conv bias feeding a norm, the
+    # shift of a residual block's last norm) takes a step of random sign, decided by float rounding
+    # that differs with the batch split, the thread count and the memory layout. The same check once
+    # passed at 4e-4 and later failed at 1.5e-3 after an unrelated layout change. Here only coarse
+    # agreement is checked; the batches of every step are compared exactly by
+    # test_shards_make_up_the_global_batch_at_every_step.
+    for ra, rb in zip(log_a[2:], log_b[2:], strict=True):
+        assert rb["total"] == pytest.approx(ra["total"], rel=5e-2)
     ma, mb = load_model(single.output)[0].eval(), load_model(ddp.output)[0].eval()
     x = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         diff = (mb(x) - ma(x)).abs()
-    # On average the outputs agree to ~1e-3 of a [0, 1] image (4 training steps moved them by ~0.1-1);
-    # single pixels can differ more where instance norm stretches a flat region's tiny weight noise
-    # (seen: 3.1e-3 on an AVX2 CPU).
-    # Batch norm's test-time statistics are running averages of reduced sums: more noise (seen: 8.5e-4).
-    mean_tol = 1e-3 if norm == "instance" else 3e-3
-    assert float(diff.mean()) < mean_tol and float(diff.max()) < 1e-2, (float(diff.mean()), float(diff.max()))
-    # Only rank 0 wrote the log, and it holds the loss averaged over ranks = the single-process loss.
-    log_a = [json.loads(ln) for ln in Path(single.paths()[2]).read_text().splitlines()]
-    log_b = [json.loads(ln) for ln in Path(ddp.paths()[2]).read_text().splitlines()]
-    assert [r["step"] for r in log_b] == [1, 2, 3, 4]
-    for ra, rb in zip(log_a, log_b, strict=True):  # step 1 sees the same images before any update
-        assert rb["total"] == pytest.approx(ra["total"], rel=1e-5 if ra["step"] == 1 else 1e-3)
+    assert float(diff.mean()) < 1e-2, float(diff.mean())  # rank 0 wrote the jointly trained model

@@ -111,3 +111,46 @@ def test_affine_init_is_uniform_0_1_for_all_kinds() -> None:
 def test_none_norm_has_no_norm_layers() -> None:
     model = create_model("ulyanov", norm="none")
     assert not any(isinstance(m, Norm2d) for m in model.modules())
+
+
+class _LayoutLog(torch.overrides.TorchFunctionMode):
+    """Records the memory formats a forward asks ``contiguous`` for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.formats: list[torch.memory_format] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.Tensor.contiguous and "memory_format" in kwargs:
+            self.formats.append(kwargs["memory_format"])
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize(("cin", "cout", "k", "switches"), [(32, 3, 9, True), (16, 3, 3, True), (3, 32, 9, False),
+                                                            (48, 3, 1, False)])
+def test_thin_output_conv_runs_channels_last_on_the_cpu_with_the_same_result(cin, cout, k, switches) -> None:
+    from torch import nn
+
+    from instyle.models.layers import Conv2d
+
+    torch.manual_seed(0)
+    conv = Conv2d(cin, cout, k)
+    plain = nn.Conv2d(cin, cout, k)
+    plain.load_state_dict(conv.state_dict())  # same parameters, same names
+    assert conv.thin_output_layout is switches
+    x = torch.randn(2, cin, 20, 23, requires_grad=True)
+    with _LayoutLog() as log:
+        y = conv(x)
+    assert (torch.channels_last in log.formats) is switches
+    assert y.is_contiguous()
+    ref = plain(x)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, [x, conv.weight, conv.bias], g)
+    want = torch.autograd.grad(ref, [x, plain.weight, plain.bias], g)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16), _LayoutLog() as log:
+        conv(x)
+    assert torch.channels_last not in log.formats  # bf16 is unmeasured: left as it was
