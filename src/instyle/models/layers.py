@@ -19,7 +19,7 @@ class Conv2d(nn.Conv2d):
     convolution from 32 channels to RGB (johnson's last layer) took 1.39 s forward and backward at
     256², batch 4, and 0.41 s in channels-last, conversions included (3.4x; from 16 channels,
     johnson-half: 4.9x); at 1920x1080 inference 1.61x and 1.82x (``benchmarks/layouts.py``). The
-    whole training step ran 1.20x faster. Convolutions *from* RGB and 1x1 convolutions to RGB lose
+    whole training step ran 1.16-1.20x faster. Convolutions *from* RGB and 1x1 convolutions to RGB lose
     in inference, so only a thin output of a kernel wider than 1 switches, and only plain fp32 on
     the CPU: bf16, autocast and GPUs are unmeasured.
     """
