@@ -9,12 +9,10 @@ convolutions *to* few channels to channels-last on the CPU because of this table
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import best_seconds, save_table  # benchmarks/ is on sys.path when a script here runs
 
 # name, input channels, output channels, kernel: the generators' convolutions to and from RGB
 CONVS = [
@@ -27,16 +25,6 @@ CONVS = [
 ]
 
 
-def best_s(fn: Callable[[], object], rounds: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def conv_time(x: torch.Tensor, weight: torch.Tensor, channels_last: bool, train: bool, rounds: int) -> float:
     """Seconds of one convolution: forward and backward (``train``) or an inference forward."""
     def run() -> torch.Tensor:
@@ -45,9 +33,9 @@ def conv_time(x: torch.Tensor, weight: torch.Tensor, channels_last: bool, train:
 
     if train:
         grad = torch.randn_like(run())
-        return best_s(lambda: torch.autograd.grad(run(), [x, weight], grad), rounds)
+        return best_seconds(lambda: torch.autograd.grad(run(), [x, weight], grad), rounds)
     with torch.inference_mode():
-        return best_s(run, rounds)
+        return best_seconds(run, rounds)
 
 
 def main() -> None:
@@ -74,9 +62,7 @@ def main() -> None:
         lines.append(f"| {name} | {tn * 1e3:.1f} | {tc * 1e3:.1f} | {tn / tc:.2f}x | {i_n * 1e3:.1f} | "
                      f"{ic * 1e3:.1f} | {i_n / ic:.2f}x |")
         print("\n".join(lines) if len(lines) == 5 else lines[-1], flush=True)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "layouts.md").write_text("\n".join(lines) + "\n")
+    save_table("\n".join(lines), a.out, "layouts.md")
 
 
 if __name__ == "__main__":

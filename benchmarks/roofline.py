@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from common import print_and_save  # benchmarks/ is on sys.path when a script here runs
 from torch.utils.flop_counter import FlopCounterMode
 
 
@@ -100,11 +101,7 @@ def main() -> None:
         loss(net(x), x)["total"].backward()
 
     row(f"training step, johnson, {a.train_size}², batch {a.batch}", count_gflop(step), "s")
-    text = "\n".join(lines)
-    print(text)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "roofline.md").write_text(text + "\n")
+    print_and_save("\n".join(lines), a.out, "roofline.md")
 
 
 if __name__ == "__main__":

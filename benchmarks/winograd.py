@@ -16,12 +16,11 @@ PyTorch operations reach:
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import best_seconds, print_and_save  # benchmarks/ is on sys.path when a script here runs
 
 # F(4x4, 3x3) in the usual form: Y = A^T [(G g G^T) * (B^T d B)] A.
 _BT = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
@@ -64,13 +63,7 @@ class Winograd43:
 
 
 def best_ms(fn: Callable[[], object], rounds: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best * 1e3
+    return best_seconds(fn, rounds) * 1e3
 
 
 def main() -> None:
@@ -106,11 +99,7 @@ def main() -> None:
              "| computation | ms | vs direct | max error / max value |", "|---|---:|---:|---:|"]
     for name, ms, err in rows:
         lines.append(f"| {name} | {ms:.1f} | {base / ms:.2f}x | {'' if err is None else f'{err:.1e}'} |")
-    text = "\n".join(lines)
-    print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "winograd.md").write_text(text + "\n")
+    print_and_save("\n".join(lines), args.out, "winograd.md")
 
 
 if __name__ == "__main__":

@@ -59,3 +59,9 @@ def test_winograd_benchmark_computes_the_same_convolution(tmp_path: Path) -> Non
     out = _run("winograd.py", "--size", "40x24", "--channels", "8", "--rounds", "1", "--out", str(tmp_path))
     errors = [float(line.split("|")[4]) for line in out.splitlines() if line.startswith(("| direct", "| Winograd"))]
     assert len(errors) == 2 and max(errors) < 1e-5, out
+
+
+def test_layouts_benchmark_times_every_thin_convolution(tmp_path: Path) -> None:
+    _run("layouts.py", "--crop", "16", "--batch", "1", "--size", "40x24", "--rounds", "1", "--out", str(tmp_path))
+    rows = [line for line in (tmp_path / "layouts.md").read_text().splitlines() if line.startswith("| johnson")]
+    assert len(rows) == 4 and all(float(r.split("|")[4].strip().rstrip("x")) > 0 for r in rows)
