@@ -14,6 +14,8 @@ weights, model files and the reference ``eager`` path never change.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -60,20 +62,32 @@ def _edge_pad1(x: Tensor) -> Tensor:
     return torch.cat([x[..., :1], x, x[..., -1:]], dim=-1)
 
 
+def replace_modules(module: nn.Module, make: Callable[[str, nn.Module], nn.Module | None]) -> nn.Module:
+    """Replace (in place) every submodule for which ``make(name, child)`` returns a module, and look
+    inside the others; returns ``module``. The walk every rewrite here shares."""
+    for name, child in list(module.named_children()):
+        new = make(name, child)
+        if new is not None:
+            setattr(module, name, new)
+        else:
+            replace_modules(child, make)
+    return module
+
+
 def fold_upsampling(module: nn.Module) -> nn.Module:
     """Replace (in place) each johnson ``Upsample`` block's upsample + pad + conv by a
     ``SubpixelUpConv``, keeping its norm and activation; returns ``module``."""
     from instyle.models.johnson import Upsample
 
-    for name, child in list(module.named_children()):
-        if isinstance(child, Upsample):
-            pad, conv, *rest = child.conv
-            if not (isinstance(pad, nn.ReflectionPad2d) and tuple(pad.padding) == (1, 1, 1, 1)):
-                raise ValueError(f"{name}: expected a reflection pad of 1 before the convolution")
-            setattr(module, name, nn.Sequential(SubpixelUpConv(conv), *rest))
-        else:
-            fold_upsampling(child)
-    return module
+    def fold(name: str, child: nn.Module) -> nn.Module | None:
+        if not isinstance(child, Upsample):
+            return None
+        pad, conv, *rest = child.conv
+        if not (isinstance(pad, nn.ReflectionPad2d) and tuple(pad.padding) == (1, 1, 1, 1)):
+            raise ValueError(f"{name}: expected a reflection pad of 1 before the convolution")
+        return nn.Sequential(SubpixelUpConv(conv), *rest)
+
+    return replace_modules(module, fold)
 
 
 class ThinConv2d(nn.Module):
@@ -107,13 +121,11 @@ class ThinConv2d(nn.Module):
 def widen_thin_convs(module: nn.Module, multiple: int = 8) -> nn.Module:
     """Replace (in place) every Conv2d with a channel count that is not a multiple of ``multiple``
     by a ``ThinConv2d``; returns ``module``. For CUDA half-precision paths (tensor cores)."""
-    for name, child in list(module.named_children()):
-        if isinstance(child, nn.Conv2d) and child.groups == 1 and (
-                child.in_channels % multiple or child.out_channels % multiple):
-            setattr(module, name, ThinConv2d(child, multiple))
-        else:
-            widen_thin_convs(child, multiple)
-    return module
+    def thin(child: nn.Module) -> bool:
+        return (isinstance(child, nn.Conv2d) and child.groups == 1
+                and bool(child.in_channels % multiple or child.out_channels % multiple))
+
+    return replace_modules(module, lambda _, child: ThinConv2d(child, multiple) if thin(child) else None)
 
 
 class SpaceToDepthConv(nn.Module):
@@ -176,11 +188,10 @@ def space_to_depth_convs(module: nn.Module, factor: int = 2, inputs: bool = Fals
     ``SpaceToDepthConv``; returns ``module``. For the johnson net: its last 9x9 convolution (to RGB),
     and with ``inputs`` its first (from RGB). On a 2-core AVX2 CPU the first one got 1.8x slower
     (pixel_unshuffle of a 3-channel image buys nothing there), hence the switch."""
-    for name, child in list(module.named_children()):
-        if (isinstance(child, nn.Conv2d) and child.stride == (1, 1) and child.padding == (0, 0)
+
+    def thin(child: nn.Module) -> bool:
+        return (isinstance(child, nn.Conv2d) and child.stride == (1, 1) and child.padding == (0, 0)
                 and child.dilation == (1, 1) and child.groups == 1 and min(child.kernel_size) > factor
-                and (child.out_channels <= max_channels or (inputs and child.in_channels <= max_channels))):
-            setattr(module, name, SpaceToDepthConv(child, factor))
-        else:
-            space_to_depth_convs(child, factor, inputs, max_channels)
-    return module
+                and (child.out_channels <= max_channels or (inputs and child.in_channels <= max_channels)))
+
+    return replace_modules(module, lambda _, child: SpaceToDepthConv(child, factor) if thin(child) else None)
