@@ -243,6 +243,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             raise InstyleError("several styles share one network through its norm layers; --norm none has none")
         split_paths(cfg)  # refuse clashing names before training, not after
     dist_info = init_from_env(pick_device(cfg.device))
+    if cfg.cuda_graphs and dist_info.enabled:  # before any model, loss or data is built
+        raise InstyleError("--cuda-graphs does not combine with torchrun (DDP's gradient all-reduce is not "
+                           "captured); use --compile")
     main = dist_info.is_main
     device = local_device(pick_device(cfg.device), dist_info)
     amp_dtype = resolve_precision(cfg.precision, device)
@@ -301,9 +304,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                dynamic_ncols=True, desc=f"{cfg.arch}/{cfg.norm}")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop size: the fastest conv algorithms are found once
-    if cfg.cuda_graphs and dist_info.enabled:
-        raise InstyleError("--cuda-graphs does not combine with torchrun (DDP's gradient all-reduce is not "
-                           "captured); use --compile")
     if cfg.cuda_graphs and device.type != "cuda" and main:
         print(f"note: --cuda-graphs needs a CUDA device; on {device.type} the step is compiled without graphs",
               file=sys.stderr)
