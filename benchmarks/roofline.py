@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from common import print_and_save  # benchmarks/ is on sys.path when a script here runs
+from common import best_seconds, print_and_save  # benchmarks/ is on sys.path when a script here runs
 from torch.utils.flop_counter import FlopCounterMode
 
 
@@ -46,16 +45,13 @@ def gemm_gflops(device: torch.device | str = "cpu", dtype: torch.dtype = torch.f
     dev = torch.device(device)
     a = torch.randn(n, n, device=dev).to(dtype)
     b = torch.randn(n, n, device=dev).to(dtype)
-    best = float("inf")
-    for _ in range(repeats + 1):  # the first one warms up
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
+
+    def product() -> None:
         a @ b
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
+
+    return 2 * n**3 / best_seconds(product, repeats) / 1e9
 
 
 def main() -> None:
