@@ -40,7 +40,7 @@ fi
 # The 4K candidates, most promising first (rows print as they finish, so a timeout keeps the first
 # ones): compile-fp16-nchw-pad8 is the compile-fp16 backend; s2dN computes the 9x9 convolution to RGB
 # (5.3 ms of its 19.3 ms 4K frame on the H200) on NxN pixel blocks, s2dNio also the one from RGB;
-# fold computes the upsampling convolutions at the low resolution (instyle.rewrite).
+# fold computes the upsampling convolutions at the low resolution (instyle.inference.rewrites).
 if want variants; then
 step "inference variants at 4K (T_VAR=${T_VAR:=200}s)"
 timeout "$T_VAR" $PY benchmarks/variants.py -m "$MODEL" --sizes 3840x2160 --rounds 15 --variants \
@@ -50,7 +50,7 @@ timeout "$T_VAR" $PY benchmarks/variants.py -m "$MODEL" --sizes 3840x2160 --roun
   --profile compile-fp16-nchw-pad8-s2d2 --out "$R/variants" || step "FAILED variants"
 fi
 
-# bf16-hostcheck: the step as it was before instyle.optim.StepGuard kept it on the device;
+# bf16-hostcheck: the step as it was before instyle.training.guard.StepGuard kept it on the device;
 # compile-bf16: `instyle train --compile` (the first step compiles, the warm-up step absorbs it);
 # compile-bf16-graphs: `instyle train --cuda-graphs`, the step replayed as CUDA graphs (batch 4 is
 # launch-bound: 24 ms/step on the H200 for fp32 and bf16 alike).

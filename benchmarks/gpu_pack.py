@@ -17,10 +17,11 @@ from pathlib import Path
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from instyle.core.files import cache_dir
 from instyle.data.images import load_image
 from instyle.losses.vgg import LAYER_INDEX, WEIGHTS_NAME, vgg16_weights_path
-from instyle.train import TrainConfig, content_split
-from instyle.utils import cache_dir
+from instyle.training.config import TrainConfig
+from instyle.training.inputs import content_split
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Inference speed of every backend in ``instyle.fast`` against fp32 eager, measured in the same run.
+"""Inference speed of every backend in ``instyle.inference.backends`` against fp32 eager, measured in the same run.
 
 Rounds are interleaved (eager, then each path, repeated) and medians reported, so load from other
 processes hits the baseline and the paths alike. Each path's PSNR against the fp32 eager output
@@ -20,11 +20,11 @@ from typing import Any
 import torch
 from roofline import forward_gflop  # benchmarks/ is on sys.path when a script here runs
 
-from instyle.fast import MIN_PSNR, Runner, available_backends, build_runner, psnr, sample_image
-from instyle.modelfile import load_model
+from instyle.core.hardware import machine_description
+from instyle.inference.backends import MIN_PSNR, Runner, available_backends, build_runner, psnr, sample_image
 from instyle.models import create_model
-from instyle.stylize import ClampedGenerator
-from instyle.utils import machine_description
+from instyle.models.clamped import ClampedGenerator
+from instyle.models.modelfile import load_model
 
 SIZES = ("256x256", "512x512", "1024x1024", "1920x1080", "3840x2160")
 

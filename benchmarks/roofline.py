@@ -65,10 +65,10 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results")
     a = p.parse_args()
 
+    from instyle.core.hardware import cpu_supports_bf16, machine_description
     from instyle.losses.perceptual import PerceptualLoss, get_preset
-    from instyle.modelfile import load_model
     from instyle.models import create_model
-    from instyle.utils import cpu_supports_bf16, machine_description
+    from instyle.models.modelfile import load_model
 
     peaks = {"fp32": gemm_gflops(n=a.gemm)}
     if cpu_supports_bf16():

@@ -1,8 +1,8 @@
-"""Training speed (steps/s) of the training step in ``instyle.train`` under each precision/layout,
+"""Training speed (steps/s) of the training step in ``instyle.training.loop`` under each precision/layout,
 against fp32 eager measured in the same run (interleaved rounds, medians).
 
 A step is what ``train()`` does: generator forward, VGG16 perceptual loss, backward, gradient
-clipping, Adam (``instyle.optim.StepGuard``, as in training). Data
+clipping, Adam (``instyle.training.guard.StepGuard``, as in training). Data
 loading is left out on purpose (``CropDataset`` caches decoded crops; ``--workers auto`` overlaps
 the rest), so the numbers are the compute ceiling.
 
@@ -23,16 +23,16 @@ from typing import Any
 import torch
 from roofline import count_gflop  # benchmarks/ is on sys.path when a script here runs
 
-from instyle.fast import sample_image
+from instyle.core.hardware import machine_description
+from instyle.inference.backends import sample_image
 from instyle.losses.perceptual import PerceptualLoss, get_preset
 from instyle.models import create_model
 from instyle.models.layers import Conv2d
-from instyle.optim import StepGuard
-from instyle.train import compiled_step_modules
-from instyle.utils import machine_description
+from instyle.training.guard import StepGuard
+from instyle.training.loop import compiled_step_modules
 
 # "-hostcheck": the step checks its gradient norm on the host, as train() does on the CPU; without
-# it a CUDA step stays on the device (instyle.optim.StepGuard), the same run measures both.
+# it a CUDA step stays on the device (instyle.training.guard.StepGuard), the same run measures both.
 # "compile-": the generator and the loss under torch.compile, as `instyle train --compile`;
 # "-graphs": compiled and replayed as CUDA graphs, as `instyle train --cuda-graphs`;
 # "-nchw": no convolution switches to channels-last on the CPU (instyle.models.layers.Conv2d).

@@ -3,7 +3,7 @@
 ``benchmarks/inference.py`` times the shipped backends; this times candidate variants side by side
 at the large sizes (memory layout x precision x compilation x instance-norm kernel), each against
 fp32 eager in the same run, with CUDA-event timing and PSNR against fp32 eager, and prints the
-top kernels of a profiled variant. Findings feed the backends in ``instyle.fast``.
+top kernels of a profiled variant. Findings feed the backends in ``instyle.inference.backends``.
 
     python benchmarks/variants.py -m src/instyle/zoo/starry-night.safetensors --profile compile-fp16-nchw
     python benchmarks/variants.py -m ... --device cpu --variants eager-fp32-nhwc-aten eager-fp32-nhwc-aten-fold
@@ -25,12 +25,12 @@ from typing import Any
 import torch
 import torch._inductor.config
 
-from instyle.fast import psnr, sample_image
-from instyle.modelfile import load_model
+from instyle.core.hardware import machine_description
+from instyle.inference.backends import psnr, sample_image
+from instyle.inference.rewrites import fold_upsampling, space_to_depth_convs, widen_thin_convs
+from instyle.models.clamped import ClampedGenerator
+from instyle.models.modelfile import load_model
 from instyle.models.norms import Norm2d
-from instyle.rewrite import fold_upsampling, space_to_depth_convs, widen_thin_convs
-from instyle.stylize import ClampedGenerator
-from instyle.utils import machine_description
 
 
 @contextlib.contextmanager
@@ -66,7 +66,7 @@ MODES = {"graphs": "reduce-overhead", "autotune": "max-autotune-no-cudagraphs"}
 
 
 def rewrite(module: torch.nn.Module, options: list[str]) -> torch.nn.Module:
-    """A copy of ``module`` with the exact rewrites the options name (instyle.rewrite)."""
+    """A copy of ``module`` with the exact rewrites the options name (instyle.inference.rewrites)."""
     m = copy.deepcopy(module)
     for opt in options:  # space-to-depth first, so widening also pads its convolution's channels
         if opt.startswith("s2d"):
@@ -82,7 +82,7 @@ def rewrite(module: torch.nn.Module, options: list[str]) -> torch.nn.Module:
 def build(module: torch.nn.Module, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     kind, *options = name.split("-")
     if kind == "ort":
-        from instyle.fast import OnnxRunner
+        from instyle.inference.backends import OnnxRunner
 
         return OnnxRunner(rewrite(module, options).eval(), torch.device("cpu"))
     dtype = DTYPES[options.pop(0)]

@@ -25,7 +25,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from instyle.cli import main  # noqa: E402
+from instyle.apps.cli import main  # noqa: E402
 from test_video import make_video  # noqa: E402
 
 
@@ -54,8 +54,8 @@ DEMO = ROOT / "src/instyle/assets/demo"
 
 
 def controls_grid(model: Path, out: Path) -> None:
-    from instyle.grid import contact_sheet
-    from instyle.stylize import Stylizer
+    from instyle.data.grid import contact_sheet
+    from instyle.inference.stylizer import Stylizer
 
     stylizer = Stylizer.load(model, backend="eager")
     photo = Image.open(DEMO / "chelsea.jpg").convert("RGB")
@@ -71,9 +71,9 @@ def export_check(model: Path, out: Path) -> None:
     import onnxruntime as ort
     import torch
 
+    from instyle.data.grid import contact_sheet
     from instyle.data.images import pil_to_tensor, tensor_to_pil
-    from instyle.grid import contact_sheet
-    from instyle.stylize import Stylizer
+    from instyle.inference.stylizer import Stylizer
 
     photo = Image.open(DEMO / "great-wall.jpg").convert("RGB").resize((333, 250))
     x = pil_to_tensor(photo).unsqueeze(0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from instyle.cli import main
+from instyle.apps.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["experiment", "in-vs-bn", *sys.argv[1:]]))

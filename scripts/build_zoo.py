@@ -138,8 +138,8 @@ def runs_summary(cards: dict[str, dict]) -> str:
 
 
 def main() -> None:
+    from instyle.training.ship import ship
     from instyle.zoo import ZOO_DIR
-    from instyle.zoo.ship import ship
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, required=True, help="folder of the joint johnson run")

@@ -34,7 +34,7 @@ def centre_crop(img: Image.Image, size: int = 384) -> Image.Image:
 def main() -> None:
     from instyle.data.fetch import default_data_dir
     from instyle.data.images import load_image
-    from instyle.stylize import Stylizer
+    from instyle.inference.stylizer import Stylizer
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("old", type=Path)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from instyle.modelfile import save_model
 from instyle.models import create_model
+from instyle.models.modelfile import save_model
 
 
 def _photo(rng: np.random.Generator, w: int, h: int) -> Image.Image:

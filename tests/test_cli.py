@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from instyle.cli import main
+from instyle.apps.cli import main
 
 
 @pytest.mark.parametrize(

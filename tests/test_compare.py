@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from instyle.cli import main
-from instyle.compare import default_photos, score_models
-from instyle.modelfile import load_model, read_card, save_model
-from instyle.train import TrainConfig, train
+from instyle.apps.cli import main
+from instyle.models.modelfile import load_model, read_card, save_model
+from instyle.training.config import TrainConfig
+from instyle.training.evaluate import default_photos, score_models
+from instyle.training.loop import train
 
 
 def _train(photos: Path, style: Path, out: Path, iters: int) -> Path:

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from instyle.cli import main
-from instyle.controls import rgb_to_ycbcr
-from instyle.stylize import Stylizer
+from instyle.apps.cli import main
+from instyle.inference.controls import rgb_to_ycbcr
+from instyle.inference.stylizer import Stylizer
 
 
 @pytest.fixture(scope="module")

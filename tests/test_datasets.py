@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from instyle.core.errors import InstyleError
 from instyle.data import datasets
 from instyle.data.datasets import CropDataset, infinite_batches, split_holdout
-from instyle.utils import InstyleError
 
 
 def _photos(root: Path, n: int = 6) -> list[Path]:

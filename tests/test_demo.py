@@ -6,7 +6,8 @@ from pathlib import Path
 
 from PIL import Image
 
-import instyle.demo as demo
+import instyle.apps.demo as demo
+from instyle.data.demo_photos import DEMO_PHOTOS
 
 
 def test_demo_stylizes_every_bundled_photo_and_writes_a_sheet(model_file: Path, tmp_path: Path, monkeypatch) -> None:
@@ -14,7 +15,7 @@ def test_demo_stylizes_every_bundled_photo_and_writes_a_sheet(model_file: Path, 
     monkeypatch.setattr(demo, "_fallback_model", lambda log: model_file)
     lines: list[str] = []
     sheet = demo.run_demo(tmp_path / "out", log=lines.append, gallery=tmp_path / "gallery.jpg")
-    photos = sorted(demo.DEMO_PHOTOS.glob("*.jpg"))
+    photos = sorted(DEMO_PHOTOS.glob("*.jpg"))
     assert len(photos) >= 4
     outs = sorted((tmp_path / "out" / "starry-night-demo").glob("*.jpg"))
     assert [p.stem for p in outs] == [p.stem for p in photos]
@@ -26,7 +27,8 @@ def test_demo_stylizes_every_bundled_photo_and_writes_a_sheet(model_file: Path, 
 
 
 def test_demo_photos_are_never_trained_on(photos_dir: Path, tmp_path: Path) -> None:
-    from instyle.train import TrainConfig, content_split
+    from instyle.training.config import TrainConfig
+    from instyle.training.inputs import content_split
 
     folder = tmp_path / "content"
     folder.mkdir()
@@ -43,7 +45,7 @@ def test_an_unchanged_gallery_is_left_alone_and_a_changed_one_rewritten(tmp_path
     import numpy as np
 
     rng = np.random.default_rng(0)
-    sheet = Image.open(sorted(demo.DEMO_PHOTOS.glob("*.jpg"))[0]).convert("RGB").resize((320, 256))
+    sheet = Image.open(sorted(DEMO_PHOTOS.glob("*.jpg"))[0]).convert("RGB").resize((320, 256))
     path = tmp_path / "gallery.jpg"
     sheet.save(path, quality=90)
     assert demo._same_picture(path, sheet)  # the same picture through JPEG

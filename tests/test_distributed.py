@@ -11,16 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from instyle.core.errors import InstyleError
 from instyle.data.datasets import CropDataset, infinite_batches
-from instyle.distributed import DistInfo, shard_slice, sharded_batches
 from instyle.losses.perceptual import get_preset
-from instyle.modelfile import load_model
-from instyle.train import TrainConfig, train
-from instyle.utils import InstyleError
+from instyle.models.modelfile import load_model
+from instyle.training.config import TrainConfig
+from instyle.training.distributed import DistInfo, shard_slice, sharded_batches
+from instyle.training.loop import train
 
 SCRIPT = """
 import json, sys
-from instyle.train import TrainConfig, train
+from instyle.training.config import TrainConfig
+from instyle.training.loop import train
 train(TrainConfig(**json.loads(sys.argv[1])), progress=False)
 """
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from instyle.cli import main
+from instyle.apps.cli import main
 from instyle.experiments.in_vs_bn import PRESETS, VARIANTS
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from instyle.cli import main
-from instyle.export import ExportWrapper, min_side, size_multiple
-from instyle.stylize import Stylizer
+from instyle.apps.cli import main
+from instyle.inference.export import ExportWrapper, min_side, size_multiple
+from instyle.inference.stylizer import Stylizer
 
 SIZES = [(64, 64), (70, 45)]  # 70x45: not a multiple of 4, so the graph must compute its own padding
 

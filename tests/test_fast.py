@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from instyle.fast import (
+from instyle.core.errors import InstyleError
+from instyle.core.hardware import cpu_supports_bf16
+from instyle.inference.backends import (
     CUDA_ONLY,
     MIN_PSNR,
     auto_candidates,
@@ -14,10 +16,10 @@ from instyle.fast import (
     psnr,
     sample_image,
 )
+from instyle.inference.stylizer import Stylizer
 from instyle.models import create_model
+from instyle.models.clamped import ClampedGenerator
 from instyle.models.norms import Norm2d, make_multistyle, set_style_index
-from instyle.stylize import ClampedGenerator, Stylizer
-from instyle.utils import InstyleError, cpu_supports_bf16
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +138,7 @@ def test_compile_matches_eager(module: torch.nn.Module) -> None:
 
 
 def test_int8_is_close_to_fp32_on_a_trained_model_and_quantizes_once_per_shape() -> None:
-    from instyle.modelfile import load_model
+    from instyle.models.modelfile import load_model
     from instyle.zoo import resolve_model
 
     model = ClampedGenerator(load_model(resolve_model("starry-night-fast"))[0]).eval()

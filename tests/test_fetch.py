@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from instyle.core.errors import InstyleError
 from instyle.data import fetch
 from instyle.data.fetch import (
     MANIFEST_FIELDS,
@@ -27,7 +28,6 @@ from instyle.data.fetch import (
     style_slug,
     write_manifest,
 )
-from instyle.utils import InstyleError
 
 
 def _make_rcc(tree: dict, version: int, compress: frozenset[str] = frozenset()) -> bytes:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from instyle.core.errors import InstyleError
 from instyle.data.images import (
     DEFAULT_MAX_PIXELS,
     ImageError,
@@ -22,7 +23,6 @@ from instyle.data.images import (
     save_image,
     tensor_to_pil,
 )
-from instyle.utils import InstyleError
 
 
 def _gradient(w: int, h: int) -> Image.Image:

@@ -9,13 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from instyle.evaluate import chunked_content_targets, loss_terms
+from instyle.core.errors import InstyleError
 from instyle.losses.perceptual import LossConfig, PerceptualLoss
 from instyle.losses.vgg import VGG16Features
-from instyle.modelfile import load_model
 from instyle.models import create_model, set_style_index, single_style_state
-from instyle.train import TrainConfig, train
-from instyle.utils import InstyleError
+from instyle.models.modelfile import load_model
+from instyle.training.config import TrainConfig
+from instyle.training.holdout import chunked_content_targets, loss_terms
+from instyle.training.loop import train
 
 
 def test_a_fixed_style_index_is_exactly_the_exported_single_style_network() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from instyle.optim import MAX_BAD_STEPS, StepGuard
-from instyle.utils import InstyleError
+from instyle.core.errors import InstyleError
+from instyle.training.guard import MAX_BAD_STEPS, StepGuard
 
 
 def _run(on_device: bool, grads: list[float]) -> tuple[torch.Tensor, StepGuard, list[float]]:
@@ -46,7 +46,7 @@ def test_a_run_of_bad_steps_is_reported_as_divergence(on_device: bool) -> None:
 
 def test_a_checkpoint_resumes_under_the_other_optimizer_implementation(tmp_path) -> None:
     """A CPU checkpoint (plain Adam) resumed on CUDA (fused Adam) keeps running fused, and back."""
-    from instyle.train import load_checkpoint, save_checkpoint
+    from instyle.training.checkpoints import load_checkpoint, save_checkpoint
 
     model = torch.nn.Linear(3, 2)
     host = StepGuard(model.parameters(), lr=0.1, device=torch.device("cpu"), on_device=False)

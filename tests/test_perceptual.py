@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from instyle.core.errors import InstyleError
 from instyle.losses.perceptual import (
     PRESETS,
     LossConfig,
@@ -20,7 +21,6 @@ from instyle.losses.perceptual import (
     total_variation,
 )
 from instyle.losses.vgg import VGG16Features
-from instyle.utils import InstyleError
 
 
 def _gram_loops(f: np.ndarray) -> np.ndarray:

@@ -8,10 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from instyle.fast import sample_image
-from instyle.models import create_model
-from instyle.models.norms import set_style_index
-from instyle.rewrite import (
+from instyle.inference.backends import sample_image
+from instyle.inference.rewrites import (
     SpaceToDepthConv,
     SubpixelUpConv,
     ThinConv2d,
@@ -19,6 +17,8 @@ from instyle.rewrite import (
     space_to_depth_convs,
     widen_thin_convs,
 )
+from instyle.models import create_model
+from instyle.models.norms import set_style_index
 
 
 def _trained_like(arch: str, styles: int = 1) -> nn.Module:

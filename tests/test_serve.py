@@ -19,8 +19,8 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="the web app needs the 'serve' extra")
 from fastapi.testclient import TestClient
 
-from instyle.modelfile import card_defaults, read_card
-from instyle.serve import create_app
+from instyle.apps.serve import create_app
+from instyle.models.modelfile import card_defaults, read_card
 
 CHROMIUM = os.environ.get("INSTYLE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -118,7 +118,7 @@ def test_concurrent_requests(client: TestClient) -> None:
 
 
 def test_no_styles_state(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("instyle.serve.app.list_styles", dict)
+    monkeypatch.setattr("instyle.apps.serve.app.list_styles", dict)
     with TestClient(create_app(device="cpu", backend="eager")) as c:
         body = c.get("/api/styles").json()
     assert body["styles"] == [] and "--model" in body["message"]

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from instyle.cli import main
-from instyle.stylize import Stylizer
+from instyle.apps.cli import main
+from instyle.inference.stylizer import Stylizer
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from instyle.fast import build_runner, psnr, sample_image
+from instyle.inference.backends import build_runner, psnr, sample_image
+from instyle.inference.stylizer import Stylizer
+from instyle.inference.tiling import collect_norm_stats, fixed_norm_stats, stylize_tiled, tile_starts
 from instyle.models import create_model
-from instyle.stylize import ClampedGenerator, Stylizer
-from instyle.tiling import collect_norm_stats, fixed_norm_stats, stylize_tiled, tile_starts
+from instyle.models.clamped import ClampedGenerator
 
 
 @pytest.fixture(scope="module")

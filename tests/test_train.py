@@ -10,9 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from instyle.modelfile import load_model, read_card
-from instyle.train import TrainConfig, resolve_precision, train
-from instyle.utils import InstyleError
+from instyle.core.errors import InstyleError
+from instyle.models.modelfile import load_model, read_card
+from instyle.training.config import TrainConfig, resolve_precision
+from instyle.training.loop import train
 
 
 def _cfg(photos: Path, style: Path, out: Path, **kw: object) -> TrainConfig:
@@ -80,7 +81,7 @@ def test_keep_best_writes_the_best_evaluations_weights_and_survives_a_resume(
         photos_dir, style_image, tmp_path, monkeypatch) -> None:
     """Scripted held-out totals (best at step 10 of 20): the file holds exactly the weights a 10-step
     run ends with, also when the run was interrupted after the best and resumed."""
-    import instyle.train as train_module
+    import instyle.training.loop as train_module
 
     def scripted(totals: list[float]):
         it = iter(totals)
@@ -164,7 +165,7 @@ def _nan_at(monkeypatch: pytest.MonkeyPatch, bad_calls: set[int] | None) -> None
 def test_a_nan_batch_is_skipped_and_a_persistent_one_stops_the_run(photos_dir, style_image, tmp_path,
                                                                    monkeypatch, on_device) -> None:
     # device-side: what CUDA runs (fused Adam skips the step, counts read at log time), here on the CPU
-    monkeypatch.setattr("instyle.optim.device_side_steps", lambda device: on_device)
+    monkeypatch.setattr("instyle.training.guard.device_side_steps", lambda device: on_device)
     cfg = _cfg(photos_dir, style_image, tmp_path / "m.safetensors", iters=6, holdout=0, vgg_weights="random",
                size=32, style_size=32, grad_clip=10.0)
     _nan_at(monkeypatch, {3})
@@ -176,7 +177,7 @@ def test_a_nan_batch_is_skipped_and_a_persistent_one_stops_the_run(photos_dir, s
     assert read_card(tmp_path / "m.safetensors")["skipped_steps"] == 1
 
     monkeypatch.undo()
-    monkeypatch.setattr("instyle.optim.device_side_steps", lambda device: on_device)
+    monkeypatch.setattr("instyle.training.guard.device_side_steps", lambda device: on_device)
     _nan_at(monkeypatch, None)
     with pytest.raises(InstyleError, match="diverged"):
         train(_cfg(photos_dir, style_image, tmp_path / "n.safetensors", iters=30, holdout=0,
@@ -226,7 +227,7 @@ def test_init_from_a_different_architecture_is_a_clear_error(photos_dir, style_i
 
 
 def test_learning_rate_warms_up_after_init_and_anneals_at_the_end() -> None:
-    from instyle.train import lr_factor
+    from instyle.training.loop import lr_factor
 
     cfg = TrainConfig(style="s.png", content="c", output="o.safetensors", iters=1000, decay=400)
     assert [lr_factor(cfg, d) for d in (0, 599)] == [1.0, 1.0], "no warm-up from scratch by default"
@@ -258,7 +259,7 @@ def test_compiled_training_follows_the_eager_run(photos_dir, style_image, tmp_pa
 def test_compiled_step_gives_the_same_gradients() -> None:
     from instyle.losses.perceptual import PerceptualLoss, get_preset
     from instyle.models import create_model
-    from instyle.train import compiled_step_modules
+    from instyle.training.loop import compiled_step_modules
 
     torch.manual_seed(0)
     net = create_model("johnson-half").train()

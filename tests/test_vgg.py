@@ -14,13 +14,7 @@ import torch
 from torch import nn
 
 from instyle.losses import vgg as vgg_mod
-from instyle.losses.vgg import (
-    LAYER_INDEX,
-    VGG16Features,
-    VGGWeightsError,
-    safe_load_pickle,
-    vgg16_weights_path,
-)
+from instyle.losses.vgg import LAYER_INDEX, VGG16Features, VGGWeightsError, safe_load_pickle, vgg16_weights_path
 
 EXPECTED_CHANNELS = {
     "relu1_1": 64, "relu1_2": 64, "relu2_1": 128, "relu2_2": 128, "relu3_1": 256, "relu3_2": 256,

@@ -11,8 +11,8 @@ import pytest
 
 av = pytest.importorskip("av", reason="video needs the 'video' extra (PyAV)")
 
-from instyle.cli import main  # noqa: E402
-from instyle.video import Flicker, output_size  # noqa: E402
+from instyle.apps.cli import main  # noqa: E402
+from instyle.inference.video import Flicker, output_size  # noqa: E402
 
 
 def make_video(path: Path, n: int = 24, w: int = 64, h: int = 48, fps: int = 24, audio: bool = True,

@@ -12,15 +12,16 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from instyle.cli import main
-from instyle.modelfile import card_defaults, save_model
+from instyle.apps.cli import main
+from instyle.core.errors import InstyleError
+from instyle.core.files import sha256_file
+from instyle.inference.stylizer import Stylizer
 from instyle.models import create_model
-from instyle.recipe import config_from_card, train_command
-from instyle.stylize import Stylizer
-from instyle.train import TrainConfig
-from instyle.utils import InstyleError, sha256_file
+from instyle.models.modelfile import card_defaults, save_model
+from instyle.training.config import TrainConfig
+from instyle.training.recipe import config_from_card, train_command
+from instyle.training.ship import ship
 from instyle.zoo import ZOO_DIR, list_styles
-from instyle.zoo.ship import ship
 
 
 @pytest.fixture()

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from instyle.core.version import __version__
+
 __all__ = ["Stylizer", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
     # Lazy so `instyle --help` and light imports don't pay for torch until it is needed.
     if name == "Stylizer":
-        from instyle.stylize import Stylizer
+        from instyle.inference.stylizer import Stylizer
 
         return Stylizer
     raise AttributeError(name)

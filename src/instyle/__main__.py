@@ -1,5 +1,5 @@
 """``python -m instyle``: the same as the ``instyle`` command (handy where the script is not on PATH)."""
 
-from instyle.cli import main
+from instyle.apps.cli import main
 
 raise SystemExit(main())

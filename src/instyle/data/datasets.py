@@ -19,15 +19,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from instyle.data.images import (
-    DEFAULT_MAX_PIXELS,
-    ImageError,
-    _open_header,
-    _reason,
-    load_image,
-    pil_to_tensor,
-)
-from instyle.utils import InstyleError
+from instyle.core.errors import InstyleError
+from instyle.data.images import DEFAULT_MAX_PIXELS, ImageError, _open_header, _reason, load_image, pil_to_tensor
 
 __all__ = ["CropDataset", "infinite_batches", "split_holdout"]
 

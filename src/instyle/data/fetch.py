@@ -42,8 +42,9 @@ from pathlib import Path
 
 from PIL import Image, ImageChops
 
+from instyle.core.errors import InstyleError
+from instyle.core.files import atomic_write_text, cache_dir
 from instyle.data.images import save_image
-from instyle.utils import InstyleError, atomic_write_text, cache_dir
 
 __all__ = [
     "MANIFEST_FIELDS",

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from instyle.utils import InstyleError, atomic_path
+from instyle.core.errors import InstyleError
+from instyle.core.files import atomic_path
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",

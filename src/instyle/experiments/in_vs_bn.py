@@ -22,9 +22,18 @@ from typing import Any
 
 import torch
 
+from instyle.core.errors import InstyleError
+from instyle.core.files import atomic_write_text
+from instyle.core.hardware import machine_description
 from instyle.data.datasets import split_holdout
+from instyle.data.fetch import fetch_dataset, read_manifest, style_path
+from instyle.data.grid import contact_sheet
 from instyle.data.images import list_images, save_image, tensor_to_pil
-from instyle.evaluate import (
+from instyle.losses.perceptual import PerceptualLoss, get_preset
+from instyle.models import create_model, set_eval_stats
+from instyle.models.modelfile import load_model, read_card
+from instyle.training.config import TrainConfig
+from instyle.training.holdout import (
     center_crops,
     contrast_change,
     count_parameters,
@@ -33,12 +42,8 @@ from instyle.evaluate import (
     run_model,
     time_forward,
 )
-from instyle.grid import contact_sheet
-from instyle.losses.perceptual import PerceptualLoss, get_preset
-from instyle.modelfile import load_model, read_card
-from instyle.models import create_model, set_eval_stats
-from instyle.train import TrainConfig, load_style_tensor, train
-from instyle.utils import InstyleError, atomic_write_text, machine_description
+from instyle.training.inputs import load_style_tensor
+from instyle.training.loop import train
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,6 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
 def _resolve_styles(names: Sequence[str], style_files: Sequence[Path] | None) -> dict[str, Path]:
     if style_files:
         return {Path(p).stem: Path(p) for p in style_files}
-    from instyle.data.fetch import style_path
 
     return {name: style_path(name) for name in names}
 
@@ -105,7 +109,6 @@ def run(preset_name: str, out: Path, *, work: Path | None = None, content: Path 
         raise InstyleError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
     p = PRESETS[preset_name]
     if content is None:
-        from instyle.data.fetch import fetch_dataset
 
         content = fetch_dataset() / "content"
     styles = _resolve_styles(p.styles, style_files)
@@ -187,7 +190,6 @@ def publishable_rows(held: Sequence[Path], limit: int = 4) -> list[int]:
     manifest = Path(held[0]).parent.parent / "manifest.csv" if held else None
     if manifest is None or not manifest.is_file():
         return list(range(min(limit, len(held))))
-    from instyle.data.fetch import read_manifest
 
     licenses = {Path(r["file"]).name: r.get("license", "") for r in read_manifest(manifest)}
 

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from instyle.core.errors import InstyleError
 from instyle.losses.vgg import VGG16Features
-from instyle.utils import InstyleError
 
 __all__ = [
     "PRESETS",

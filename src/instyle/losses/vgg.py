@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from instyle.utils import InstyleError, atomic_path, cache_dir, sha256_file
+from instyle.core.errors import InstyleError
+from instyle.core.files import atomic_path, cache_dir, sha256_file
 
 __all__ = [
     "IMAGENET_MEAN",

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from instyle.utils import InstyleError
+from instyle.core.errors import InstyleError
 
 ZOO_DIR = Path(__file__).resolve().parent
 

@@ -16,8 +16,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset
 
+from instyle.core.errors import InstyleError
 from instyle.data.datasets import _BatchKeys, batch_stream
-from instyle.utils import InstyleError
 
 
 @dataclass(frozen=True)

@@ -14,19 +14,21 @@ from typing import Any
 
 import torch
 
-from instyle.evaluate import MAIN_TERMS, center_crops, loss_terms, run_model
+from instyle.core.errors import InstyleError
+from instyle.core.files import sha256_file
+from instyle.data.fetch import default_data_dir
 from instyle.losses.perceptual import LossConfig, PerceptualLoss
-from instyle.modelfile import load_model, read_card
-from instyle.train import TrainConfig, content_split, load_style_tensor
-from instyle.utils import InstyleError
+from instyle.models.modelfile import load_model, read_card
+from instyle.training.config import TrainConfig
+from instyle.training.holdout import MAIN_TERMS, center_crops, loss_terms, run_model
+from instyle.training.inputs import content_split, load_style_tensor
+from instyle.training.recipe import fetched_style
 from instyle.zoo import resolve_model
 
 
 def default_photos(card: dict[str, Any]) -> list[Path]:
     """The held-out photos of the run that made ``card``: its content folder where that exists here,
     else this machine's fetched training set (a shipped card names its trainer's paths)."""
-    from instyle.data.fetch import default_data_dir
-
     train = card["train"]
     content = Path(train["content"])
     if not content.is_dir():
@@ -41,9 +43,6 @@ def default_photos(card: dict[str, Any]) -> list[Path]:
 
 def style_file(card: dict[str, Any]) -> Path:
     """The style image of a single-style model (a model split off a joint run names its own)."""
-    from instyle.recipe import fetched_style
-    from instyle.utils import sha256_file
-
     entry = card.get("style")
     if not isinstance(entry, dict) or not entry.get("file"):
         raise InstyleError("the first model is not a single-style model; pass --style")

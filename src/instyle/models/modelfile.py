@@ -15,8 +15,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from instyle.core.errors import InstyleError
+from instyle.core.files import atomic_path, atomic_write_text
 from instyle.models import create_model
-from instyle.utils import InstyleError, atomic_path, atomic_write_text
 
 CARD_FORMAT = "instyle-model/1"
 

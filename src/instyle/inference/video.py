@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from instyle.core.errors import InstyleError
+from instyle.core.files import atomic_path
 from instyle.data.images import ensure_not_input
-from instyle.utils import InstyleError, atomic_path
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".m4v", ".webm", ".avi"})
 _AUDIO_FALLBACK = "aac"

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from instyle.utils import InstyleError
+from instyle.core.errors import InstyleError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -24,7 +24,7 @@ def _warn(msg: str) -> None:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from instyle.losses.perceptual import PRESETS
     from instyle.models import NORM_KINDS, list_models
-    from instyle.train import PRECISIONS
+    from instyle.training.config import PRECISIONS
 
     p = sub.add_parser("train", help="train a style network", description="Train a feed-forward style network.")
     p.add_argument("--style", required=True, action="append",
@@ -95,7 +95,8 @@ def _style_file(style: str) -> tuple[Path, dict]:
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
-    from instyle.train import TrainConfig, train
+    from instyle.training.config import TrainConfig
+    from instyle.training.loop import train
     from instyle.zoo import resolve_model
 
     if a.style_scales and len(a.style_scales) != len(a.style):
@@ -132,7 +133,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _add_retrain(sub: argparse._SubParsersAction) -> None:
-    from instyle.train import PRECISIONS
+    from instyle.training.config import PRECISIONS
 
     p = sub.add_parser("retrain", help="retrain a shipped style (or any model) from its model card",
                        description="Redo the training run recorded in a model card, on this machine.")
@@ -152,9 +153,9 @@ def _add_retrain(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_retrain(a: argparse.Namespace) -> int:
-    from instyle.modelfile import read_card
-    from instyle.recipe import config_from_card, train_command
-    from instyle.train import train
+    from instyle.models.modelfile import read_card
+    from instyle.training.loop import train
+    from instyle.training.recipe import config_from_card, train_command
     from instyle.zoo import resolve_model
 
     card = read_card(resolve_model(a.model))
@@ -181,7 +182,7 @@ def _cmd_retrain(a: argparse.Namespace) -> int:
 
 
 def _add_stylize(sub: argparse._SubParsersAction) -> None:
-    from instyle.fast import BACKENDS
+    from instyle.inference.backends import BACKENDS
 
     p = sub.add_parser("stylize", help="stylize images and folders",
                        description="Stylize image files and folders; outputs match the input size.")
@@ -212,7 +213,7 @@ def _add_controls(p: argparse.ArgumentParser) -> None:
 
 
 def _controls(a: argparse.Namespace) -> dict[str, float | bool]:
-    from instyle.controls import check_scale, check_strength
+    from instyle.inference.controls import check_scale, check_strength
 
     try:
         if a.strength is not None:
@@ -226,7 +227,7 @@ def _controls(a: argparse.Namespace) -> dict[str, float | bool]:
 
 def _cmd_stylize(a: argparse.Namespace) -> int:
     from instyle.data.images import DEFAULT_MAX_PIXELS
-    from instyle.stylize import Stylizer, stylize_paths
+    from instyle.inference.stylizer import Stylizer, stylize_paths
 
     for item in a.inputs:
         if not Path(item).exists():
@@ -304,9 +305,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
-    from instyle.compare import markdown_table, score_models
+    from instyle.core.files import atomic_write_text
+    from instyle.core.hardware import pick_device
     from instyle.data.images import list_images
-    from instyle.utils import atomic_write_text, pick_device
+    from instyle.training.evaluate import markdown_table, score_models
 
     photos = list_images(a.photos) if a.photos else None
     rows = score_models(a.models, photos, a.size, Path(a.style) if a.style else None, str(pick_device(a.device)))
@@ -358,7 +360,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
-    from instyle.demo import run_demo
+    from instyle.apps.demo import run_demo
 
     run_demo(Path(a.out), log=print)
     return 0
@@ -374,7 +376,7 @@ def _add_model_choice(p: argparse.ArgumentParser) -> None:
 
 
 def _add_backend(p: argparse.ArgumentParser) -> None:
-    from instyle.fast import BACKENDS
+    from instyle.inference.backends import BACKENDS
 
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference path (see `instyle stylize -h`)")
 
@@ -396,8 +398,8 @@ def _add_video(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_video(a: argparse.Namespace) -> int:
-    from instyle.stylize import Stylizer
-    from instyle.video import stylize_video
+    from instyle.inference.stylizer import Stylizer
+    from instyle.inference.video import stylize_video
 
     if not Path(a.input).is_file():
         raise InstyleError(f"{a.input}: no such video file")
@@ -423,7 +425,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
-    from instyle.export import card_path, export_model
+    from instyle.inference.export import card_path, export_model
 
     card = export_model(a.model or a.style, a.output, a.format, opset=a.opset)
     print(f"wrote {a.output} ({a.format}, input {card['input']['name']} N x 3 x H x W in [0, 1], "
@@ -443,7 +445,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_serve(a: argparse.Namespace) -> int:
-    from instyle.serve import serve
+    from instyle.apps.serve import serve
 
     models = {}
     for m in a.model:
@@ -462,7 +464,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from instyle import __version__
+    from instyle.core.version import __version__
 
     parser = argparse.ArgumentParser(prog="instyle", description="Fast feed-forward neural style transfer.")
     parser.add_argument("--version", action="version", version=f"instyle {__version__}")

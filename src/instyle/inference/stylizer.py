@@ -16,7 +16,8 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from instyle.controls import blend, check_scale, preserve_color, resize, scaled_size
+from instyle.core.errors import InstyleError
+from instyle.core.hardware import pick_device
 from instyle.data.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
@@ -30,22 +31,12 @@ from instyle.data.images import (
     split_alpha,
     tensor_to_pil,
 )
-from instyle.fast import BACKENDS, Runner, build_runner
-from instyle.modelfile import card_defaults, load_model
-from instyle.tiling import AUTO_TILE_PIXELS, DEFAULT_OVERLAP, DEFAULT_TILE, stylize_tiled
-from instyle.utils import InstyleError, pick_device
+from instyle.inference.backends import BACKENDS, Runner, build_runner
+from instyle.inference.controls import blend, check_scale, preserve_color, resize, scaled_size
+from instyle.inference.tiling import AUTO_TILE_PIXELS, DEFAULT_OVERLAP, DEFAULT_TILE, stylize_tiled
+from instyle.models.clamped import ClampedGenerator
+from instyle.models.modelfile import card_defaults, load_model
 from instyle.zoo import resolve_model
-
-
-class ClampedGenerator(nn.Module):
-    """The generator as users see it: [0, 1] in, [0, 1] out (training leaves the output unbounded)."""
-
-    def __init__(self, generator: nn.Module):
-        super().__init__()
-        self.generator = generator
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.generator(x).clamp(0.0, 1.0)
 
 
 class Stylizer:
@@ -53,7 +44,7 @@ class Stylizer:
 
     def __init__(self, generator: nn.Module, card: dict[str, Any] | None = None, device: str = "auto",
                  backend: str = "auto", tile: int | None = None):
-        """``backend``: see ``instyle.fast`` (``auto`` picks the fastest path validated on this model).
+        """``backend``: see ``instyle.inference.backends`` (``auto`` picks the fastest path validated on this model).
         ``tile``: tile side for large images (``None``: only above ``AUTO_TILE_PIXELS``; 0: never)."""
         if backend not in BACKENDS:
             raise InstyleError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

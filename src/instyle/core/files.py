@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic writes, hashing, the cache folder, device choice.
+"""Files that are never half-written: atomic replacement, hashing, and the cache folder.
 
 Atomic writes matter because a killed training run or a full disk must never leave a
 half-written model, checkpoint or output image where a good one used to be.
@@ -12,12 +12,6 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-
-import torch
-
-
-class InstyleError(Exception):
-    """An error whose message is shown to the user as one line, without a traceback."""
 
 
 def cache_dir() -> Path:
@@ -71,35 +65,3 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` means CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def cpu_supports_bf16() -> bool:
-    """True on CPUs with native bf16 matmul (AVX-512 BF16 or AMX), where bf16 autocast pays off."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
-
-
-def machine_description() -> str:
-    """CPU model (and GPU name when present), for model cards and benchmark tables."""
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    desc = f"{cpu}, {os.cpu_count()} cores"
-    if torch.cuda.is_available():
-        desc += f", {torch.cuda.get_device_name(0)}"
-    return desc

@@ -9,7 +9,6 @@ producing the same batches a non-interrupted run would have seen.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -17,19 +16,23 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm import tqdm
 
-from instyle import __version__
-from instyle.data.datasets import CropDataset, infinite_batches, split_holdout
-from instyle.data.images import list_images, load_image, pil_to_tensor
-from instyle.distributed import (
+from instyle.core.errors import InstyleError
+from instyle.core.files import sha256_file
+from instyle.core.hardware import machine_description, pick_device
+from instyle.core.version import __version__
+from instyle.data.datasets import CropDataset, infinite_batches
+from instyle.losses.perceptual import PerceptualLoss, get_preset
+from instyle.models import create_model, set_style_index, single_style_state
+from instyle.models.modelfile import load_weights, read_card, save_model
+from instyle.training.checkpoints import load_checkpoint, save_checkpoint
+from instyle.training.config import TrainConfig, autocast, resolve_precision
+from instyle.training.distributed import (
     average_buffers,
     barrier,
     init_from_env,
@@ -38,164 +41,10 @@ from instyle.distributed import (
     sharded_batches,
     shutdown,
 )
-from instyle.evaluate import MAIN_TERMS, center_crops, chunked_content_targets, loss_terms, run_model
-from instyle.losses.perceptual import PerceptualLoss, get_preset
-from instyle.modelfile import save_model
-from instyle.models import create_model, set_style_index, single_style_state
-from instyle.optim import StepGuard
-from instyle.utils import (
-    InstyleError,
-    atomic_path,
-    cpu_supports_bf16,
-    machine_description,
-    pick_device,
-    sha256_file,
-)
+from instyle.training.guard import StepGuard
+from instyle.training.holdout import MAIN_TERMS, center_crops, chunked_content_targets, loss_terms, run_model
+from instyle.training.inputs import content_split, load_style_tensor, split_paths
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that determines a run; stored verbatim in the model card."""
-
-    style: str | list[str]  # one style image, or several trained jointly
-    content: str
-    output: str
-    arch: str = "johnson"
-    norm: str = "instance"
-    loss: str = "johnson"
-    content_weight: float | None = None  # None: the loss preset's value
-    style_weight: float | None = None
-    tv_weight: float | None = None
-    size: int = 256
-    style_size: int = 256  # long side of the style image; sets the stroke scale
-    batch: int = 4
-    iters: int = 2000
-    lr: float = 1e-3
-    grad_clip: float | None = None  # max gradient norm (None: no clipping)
-    seed: int = 0
-    precision: str = "auto"
-    device: str = "auto"
-    workers: int | str = 0  # or "auto"
-    holdout: int = 8  # content photos kept out of training for the held-out loss curve
-    eval_every: int = 200
-    checkpoint_every: int = 200
-    log_every: int = 10
-    vgg_weights: str = "imagenet"
-    arch_kwargs: dict[str, Any] = field(default_factory=dict)
-    style_meta: dict[str, Any] | list[dict[str, Any]] = field(default_factory=dict)  # title, license… per style
-    style_scales: list[float] = field(default_factory=list)  # per-style style-weight multipliers (joint runs)
-    init: str | None = None  # a model file to start from: ``iters`` more steps on top of its own
-    warmup: int | None = None  # steps of linear learning-rate warm-up (None: 100 with ``init``, else 0)
-    decay: int = 0  # the last ``decay`` steps anneal the learning rate to 0 (cosine)
-    keep_best: bool = False  # write the weights of the best held-out evaluation, not the last step's
-    compile: bool = False  # torch.compile the generator and the loss (minutes of compiling, then faster steps)
-    cuda_graphs: bool = False  # compiled, and on CUDA each step replayed as CUDA graphs (small batches)
-
-    def style_files(self) -> list[str]:
-        return [self.style] if isinstance(self.style, str) else list(self.style)
-
-    def style_metas(self) -> list[dict[str, Any]]:
-        metas = [self.style_meta] if isinstance(self.style_meta, dict) else list(self.style_meta)
-        return metas if len(metas) == len(self.style_files()) else [{} for _ in self.style_files()]
-
-    def paths(self) -> tuple[Path, Path, Path]:
-        out = Path(self.output)
-        stem = out.with_suffix("")
-        return out, Path(f"{stem}.ckpt.safetensors"), Path(f"{stem}.log.jsonl")
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (None = plain fp32). ``auto``: bf16 where the hardware does it natively."""
-    if precision not in PRECISIONS:
-        raise InstyleError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise InstyleError("fp16 training needs a CUDA GPU; use --precision bf16 or fp32 on the CPU")
-        return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_supports_bf16() else None
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def load_style_tensor(path: str | Path, long_side: int) -> torch.Tensor:
-    img = load_image(path).rgb
-    scale = long_side / max(img.size)
-    if scale != 1:
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), 3)
-    return pil_to_tensor(img).unsqueeze(0)
-
-
-def content_split(cfg: TrainConfig) -> tuple[list[Path], list[Path]]:
-    """(training photos, held-out photos) of a run: the demo photos never train, the split is fixed."""
-    from instyle.demo import DEMO_SOURCES
-
-    files = [f for f in list_images([cfg.content]) if f.name not in DEMO_SOURCES]
-    if not files:
-        raise InstyleError(f"{cfg.content}: no images found (run `instyle data fetch` for a training set)")
-    n_hold = cfg.holdout if len(files) >= 5 * cfg.holdout else 0
-    return split_holdout(files, n_hold, seed=0) if n_hold else (files, [])
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any],
-                    best: dict[str, torch.Tensor] | None = None) -> None:
-    """Model, Adam moments, RNG and the best weights so far (``keep_best``) as tensors; everything
-    else as JSON metadata (no pickle)."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({f"best.{k}": v.contiguous() for k, v in (best or {}).items()})
-    opt_state = opt.state_dict()
-    for pid, st in opt_state["state"].items():
-        for k, v in st.items():
-            tensors[f"optim.{pid}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
-    tensors["rng.cpu"] = torch.get_rng_state()
-    meta = {"state": json.dumps(state), "param_groups": json.dumps(opt_state["param_groups"])}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-
-
-def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
-                    best: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
-    """Restore model and optimizer in place (and fill ``best``); returns the loop state."""
-    from safetensors.torch import load_file
-
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata()
-        tensors = load_file(str(path))
-    except Exception as exc:
-        raise InstyleError(f"{path}: unreadable checkpoint ({exc})") from None
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    groups = json.loads(meta["param_groups"])
-    for saved, current in zip(groups, opt.param_groups, strict=False):
-        # How Adam runs here (fused on CUDA, see instyle.optim) is this machine's choice, not the checkpoint's.
-        saved.update({k: current[k] for k in _ADAM_IMPL if k in current})
-    opt_state: dict[str, Any] = {"state": {}, "param_groups": groups}
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, pid, name = k.split(".", 2)
-            opt_state["state"].setdefault(int(pid), {})[name] = v
-    opt.load_state_dict(opt_state)
-    torch.set_rng_state(tensors["rng.cpu"])
-    if best is not None:
-        best.update({k[5:]: v for k, v in tensors.items() if k.startswith("best.")})
-    return json.loads(meta["state"])
-
-
-_ADAM_IMPL = ("foreach", "fused", "capturable", "differentiable")
 _RESUME_KEYS = ("style", "arch", "norm", "loss", "size", "batch", "seed", "lr", "content_weight",
                 "style_weight", "tv_weight", "style_size", "arch_kwargs", "style_scales")
 
@@ -409,7 +258,6 @@ def init_from_model(model: torch.nn.Module, cfg: TrainConfig) -> dict[str, Any]:
     starts a new style from a trained model's weights instead of random ones.
     The held-out curve carries over when the styles are the same, so the card shows the whole run.
     """
-    from instyle.modelfile import load_weights, read_card
 
     path = Path(cfg.init or "")
     if not path.is_file():
@@ -423,15 +271,6 @@ def init_from_model(model: torch.nn.Module, cfg: TrainConfig) -> dict[str, Any]:
     return {"step": steps, "start": steps, "elapsed": float(card.get("wall_time_s", 0.0)) if same else 0.0,
             "holdout_curve": list(card.get("metrics", {}).get("holdout_curve", [])) if same else [],
             "init": {"file": path.name, "sha256": sha256_file(path), "steps": steps}}
-
-
-def split_paths(cfg: TrainConfig) -> list[Path]:
-    """Where a joint run writes each style's own model: ``<output folder>/<style file stem>.safetensors``."""
-    out = Path(cfg.output)
-    paths = [out.parent / f"{Path(f).stem}.safetensors" for f in cfg.style_files()]
-    if len(set(paths)) != len(paths) or out in paths:
-        raise InstyleError("jointly trained style files need distinct names, different from the output's")
-    return paths
 
 
 def write_single_style(model: torch.nn.Module, joint_card: dict[str, Any], index: int, path: Path) -> dict[str, Any]:

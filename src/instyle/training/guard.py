@@ -1,4 +1,4 @@
-"""The optimizer step of ``instyle.train``: Adam, gradient clipping, and skipping steps whose gradient
+"""The optimizer step of ``instyle.training.loop``: Adam, gradient clipping, and skipping steps whose gradient
 is not finite, without making the host wait for a GPU.
 
 A host-side ``bool(torch.isfinite(grad_norm))`` each step blocks until the GPU has finished the
@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from instyle.utils import InstyleError
+from instyle.core.errors import InstyleError
 
 MAX_BAD_STEPS = 10  # consecutive non-finite gradients before a run is declared diverged
 

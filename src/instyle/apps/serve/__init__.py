@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from instyle.utils import InstyleError
+from instyle.core.errors import InstyleError
 
 __all__ = ["create_app", "serve"]
 
 
 def create_app(*args: Any, **kwargs: Any) -> Any:
-    """See ``instyle.serve.app.create_app``."""
+    """See ``instyle.apps.serve.app.create_app``."""
     try:
-        from instyle.serve.app import create_app as _create
+        from instyle.apps.serve.app import create_app as _create
     except ImportError as exc:
         raise InstyleError(f"the web app needs FastAPI ({exc.name}): pip install 'instyle[serve]'") from None
     return _create(*args, **kwargs)

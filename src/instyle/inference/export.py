@@ -20,7 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from instyle.utils import InstyleError, atomic_path, atomic_write_text, sha256_file
+from instyle.core.errors import InstyleError
+from instyle.core.files import atomic_path, atomic_write_text, sha256_file
+from instyle.models.clamped import ClampedGenerator
+from instyle.models.modelfile import load_model
+from instyle.zoo import resolve_model
 
 FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 17
@@ -83,14 +87,13 @@ def card_path(output: str | Path) -> Path:
 def export_model(model: str | Path, output: str | Path, fmt: str = "onnx", *, example_size: int = 96,
                  opset: int = ONNX_OPSET) -> dict[str, Any]:
     """Export a model file or shipped style; writes ``output`` and ``card_path(output)``."""
-    from instyle.stylize import Stylizer
-
     if fmt not in FORMATS:
         raise InstyleError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     out = Path(output)
-    stylizer = Stylizer.load(model, device="cpu")
-    multiple, min_size = size_multiple(stylizer.module)
-    wrapper = ExportWrapper(stylizer.module, multiple, min_size).eval()
+    generator, model_card = load_model(resolve_model(model))
+    module = ClampedGenerator(generator).eval()
+    multiple, min_size = size_multiple(module)
+    wrapper = ExportWrapper(module, multiple, min_size).eval()
     example = torch.rand(1, 3, example_size, example_size)
     with atomic_path(out) as tmp, warnings.catch_warnings():
         # The tracer warns about the generator's Python-level pad checks; the wrapper makes them no-ops.
@@ -112,7 +115,7 @@ def export_model(model: str | Path, output: str | Path, fmt: str = "onnx", *, ex
         "opset": opset if fmt == "onnx" else None,
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "model": stylizer.card,
+        "model": model_card,
     }
     atomic_write_text(card_path(out), json.dumps(card, indent=2) + "\n")
     return card
@@ -120,7 +123,7 @@ def export_model(model: str | Path, output: str | Path, fmt: str = "onnx", *, ex
 
 def onnx_bytes(module: nn.Module, example_size: int = 96, opset: int = ONNX_OPSET) -> tuple[bytes, int]:
     """``module`` (``Stylizer.module``, on the CPU) as an in-memory ONNX graph with dynamic N/H/W, and
-    the smallest side it matches PyTorch on (the ONNX Runtime backend of ``instyle.fast`` uses this)."""
+    the smallest side it matches PyTorch on (the ONNX Runtime backend of ``instyle.inference.backends`` uses this)."""
     multiple, min_size = size_multiple(module)
     wrapper = ExportWrapper(module, multiple, min_size).eval()
     buf = io.BytesIO()

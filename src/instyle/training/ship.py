@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from instyle.modelfile import load_model, save_model
-from instyle.recipe import train_command
-from instyle.utils import InstyleError
+from instyle.core.errors import InstyleError
+from instyle.models.modelfile import load_model, save_model
+from instyle.training.recipe import train_command
 from instyle.zoo import ZOO_DIR
 
 

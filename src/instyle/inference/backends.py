@@ -9,7 +9,7 @@ actual model is at least ``MIN_PSNR`` dB, falling back to the next candidate oth
 backend            what it does
 =================  ======================================================================
 ``eager``          the module as is (fp32): the reference
-``channels_last``  fp32, NHWC weights and activations, upsampling folded (``instyle.rewrite``)
+``channels_last``  fp32, NHWC weights and activations, upsampling folded (``instyle.inference.rewrites``)
 ``bf16``           bf16 weights and activations, channels_last (CPUs with AVX-512 BF16/AMX)
 ``compile``        ``torch.compile`` of the channels_last module, one graph per input shape
 ``compile-bf16``   ``torch.compile`` of the bf16 module
@@ -36,8 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from instyle.rewrite import fold_upsampling, widen_thin_convs
-from instyle.utils import InstyleError, atomic_write_bytes, atomic_write_text, cache_dir, cpu_supports_bf16, pick_device
+from instyle.core.errors import InstyleError
+from instyle.core.files import atomic_write_bytes, atomic_write_text, cache_dir
+from instyle.core.hardware import cpu_supports_bf16, pick_device
+from instyle.inference.rewrites import fold_upsampling, widen_thin_convs
 
 BACKENDS = ("auto", "eager", "channels_last", "bf16", "compile", "compile-bf16", "onnxruntime", "fp16", "cuda-graphs",
             "compile-fp16", "int8")
@@ -167,7 +169,7 @@ class OnnxRunner(Runner):
 def cached_onnx(module: nn.Module) -> tuple[bytes, int]:
     """``export.onnx_bytes`` once per set of weights: the export takes seconds, a one-image CLI call
     shouldn't pay it. Returns the graph and its smallest exact side."""
-    from instyle.export import onnx_bytes
+    from instyle.inference.export import onnx_bytes
 
     h = hashlib.sha256(f"{torch.__version__}|{module!r}".encode())
     for k, v in module.state_dict().items():

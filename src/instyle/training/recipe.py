@@ -12,9 +12,10 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from instyle.core.errors import InstyleError
+from instyle.core.files import sha256_file
 from instyle.data.fetch import default_data_dir, style_path
-from instyle.train import TrainConfig
-from instyle.utils import InstyleError, sha256_file
+from instyle.training.config import TrainConfig
 
 # TrainConfig field -> CLI flag of `instyle train`; fields without a flag must keep their defaults.
 _FLAGS = {

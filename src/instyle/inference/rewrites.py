@@ -1,5 +1,5 @@
 """Exact inference-time rewrites of a generator: the same function, computed in fewer or better-shaped
-operations. The fast paths in ``instyle.fast`` apply them to their own copy of the network; trained
+operations. The fast paths in ``instyle.inference.backends`` apply them to their own copy of the network; trained
 weights, model files and the reference ``eager`` path never change.
 
 ``fold_upsampling``    nearest x2 upsample -> reflection pad 1 -> 3x3 conv, computed at the low
@@ -19,6 +19,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from instyle.models.johnson import Upsample
 
 # Nearest x2 then a 3-tap filter: output phase 0 (even rows) reads low-res rows i-1 and i, with
 # taps {0} and {1, 2} of the filter; phase 1 (odd rows) reads rows i and i+1 with taps {0, 1} and {2}.
@@ -77,7 +79,6 @@ def replace_modules(module: nn.Module, make: Callable[[str, nn.Module], nn.Modul
 def fold_upsampling(module: nn.Module) -> nn.Module:
     """Replace (in place) each johnson ``Upsample`` block's upsample + pad + conv by a
     ``SubpixelUpConv``, keeping its norm and activation; returns ``module``."""
-    from instyle.models.johnson import Upsample
 
     def fold(name: str, child: nn.Module) -> nn.Module | None:
         if not isinstance(child, Upsample):
@@ -175,7 +176,7 @@ class SpaceToDepthConv(nn.Module):
         th, tw = self.taps
         # Whole blocks, and enough of them that every output block has all its taps; the added
         # zeros only reach outputs past (ho, wo), which are cropped.
-        # (n + f - 1) // f, not -(-n // f): ONNX's integer division truncates (instyle.export).
+        # (n + f - 1) // f, not -(-n // f): ONNX's integer division truncates (instyle.inference.export).
         hp, wp = f * ((ho + f - 1) // f + th - 1), f * ((wo + f - 1) // f + tw - 1)
         x = F.pad(x, (0, wp - w, 0, hp - h))
         y = F.pixel_shuffle(self.conv(F.pixel_unshuffle(x, f)), f)

@@ -24,9 +24,11 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from instyle.core.errors import InstyleError
+from instyle.core.version import __version__
 from instyle.data.images import ImageError, load_image
-from instyle.modelfile import card_defaults, read_card
-from instyle.utils import InstyleError
+from instyle.inference.stylizer import Stylizer
+from instyle.models.modelfile import card_defaults, read_card
 from instyle.zoo import ZOO_DIR, list_styles
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -88,8 +90,6 @@ class StyleRegistry:
         self._lock = threading.Lock()
 
     def stylizer(self, name: str) -> Any:
-        from instyle.stylize import Stylizer
-
         with self._lock:
             if name not in self._stylizers:
                 self._stylizers[name] = Stylizer.load(self.entries[name].path, device=self.device, backend=self.backend)
@@ -249,6 +249,4 @@ async def _read_limited(upload: UploadFile, max_bytes: int, max_upload_mb: float
 
 
 def _version() -> str:
-    from instyle import __version__
-
     return __version__

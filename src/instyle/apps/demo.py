@@ -13,27 +13,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from instyle.core.files import cache_dir
+from instyle.data.demo_photos import DEMO_PHOTOS
+from instyle.data.fetch import fetch_dataset, style_path
+from instyle.data.grid import contact_sheet
 from instyle.data.images import load_image, save_image
-from instyle.grid import contact_sheet
-from instyle.stylize import Stylizer
-from instyle.utils import cache_dir
-from instyle.zoo import ZOO_DIR, list_styles
+from instyle.inference.stylizer import Stylizer
+from instyle.training.config import TrainConfig
+from instyle.training.loop import train
+from instyle.zoo import list_styles
 
-DEMO_PHOTOS = ZOO_DIR.parent / "assets" / "demo"
 DEMO_SIDE = 512
 SAME_PICTURE_DB = 35.0  # the gallery is left as it is when the new one matches it this closely
-# The fetched training-set files the bundled demo photos were made from: training skips them so
-# the gallery only ever shows photos no model was trained on.
-DEMO_SOURCES = frozenset({
-    "skimage-astronaut.jpg", "skimage-chelsea.jpg", "skimage-coffee.jpg", "skimage-rocket.jpg",
-    "matplotlib-grace-hopper.jpg", "gcompris-explore-monuments-greatwallofchina.jpg",
-})
 
 
 def _fallback_model(log: Callable[[str], None]) -> Path:
-    from instyle.data.fetch import fetch_dataset, style_path
-    from instyle.train import TrainConfig, train
-
     model = cache_dir() / "demo" / "starry-night-demo.safetensors"
     if model.is_file():
         return model
