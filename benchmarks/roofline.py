@@ -87,7 +87,7 @@ def main() -> None:
         model, card = load_model(path)
         for text in a.sizes:
             w, h = (int(v) for v in text.split("x"))
-            row(f"stylize {text}, {Path(path).stem} (`{card.get('arch')}`)", forward_gflop(model, (1, 3, h, w)), "s")
+            row(f"stylize {text}, {Path(path).stem} (`{card.arch}`)", forward_gflop(model, (1, 3, h, w)), "s")
     net = create_model("johnson").train()
     loss = PerceptualLoss(get_preset("johnson"), weights="random")
     x = torch.rand(a.batch, 3, a.train_size, a.train_size)

@@ -32,12 +32,12 @@ def test_scores_reproduce_the_runs_own_held_out_loss(two_models: list[Path], sty
     short, long = two_models
     card = read_card(short)
     held = default_photos(card)
-    assert len(held) == 2 and all(p.parent == Path(card["train"]["content"]) for p in held)
+    assert len(held) == 2 and all(p.parent == Path(card.data["train"]["content"]) for p in held)
     rows = score_models([short, long], style=style_image, size=48)
     assert [Path(r["model"]).name for r in rows] == ["short.safetensors", "long.safetensors"]
     assert rows[0]["photos"] == rows[1]["photos"] == 2
     # same photos, crops, loss and precision as the held-out evaluation at the end of training
-    assert rows[0]["total"] == pytest.approx(card["metrics"]["holdout_final"]["total"], rel=1e-3)
+    assert rows[0]["total"] == pytest.approx(card.data["metrics"]["holdout_final"]["total"], rel=1e-3)
     assert rows[1]["total"] < rows[0]["total"], "the longer run scores better on the same test"
 
 
@@ -63,7 +63,7 @@ def test_bad_requests_get_one_line_errors(two_models: list[Path], photos_dir: Pa
     # the style it trained on moved away and is not among the fetched data: say so, ask for --style
     card = read_card(two_models[0])
     moved = tmp_path / "moved.safetensors"
-    card["train"]["style"] = str(tmp_path / "gone" / "stripes.png")
+    card.data["train"]["style"] = str(tmp_path / "gone" / "stripes.png")
     save_model(load_model(two_models[0])[0], card, moved)
     assert main(["evaluate", str(moved), "--photos", str(photos_dir)]) == 2
     assert "style 'stripes' not found" in capsys.readouterr().err

@@ -20,7 +20,7 @@ from instyle.data.fetch import (
     MANIFEST_FIELDS,
     assemble_painting,
     fetch_dataset,
-    list_styles,
+    list_paintings,
     read_gimp_pattern,
     read_rcc,
     slugify,
@@ -185,7 +185,7 @@ def test_writer_tiles_trims_and_shrinks(tmp_path: Path) -> None:
         assert Image.open(tmp_path / e.file).size == (e.width, e.height)
 
 
-def test_manifest_list_styles_and_style_path(tmp_path: Path) -> None:
+def test_manifest_list_paintings_and_style_path(tmp_path: Path) -> None:
     (tmp_path / "style").mkdir()
     (tmp_path / "texture").mkdir()
     Image.new("RGB", (4, 4)).save(tmp_path / "style" / "starry-night.png")
@@ -200,14 +200,14 @@ def test_manifest_list_styles_and_style_path(tmp_path: Path) -> None:
     with open(tmp_path / "manifest.csv", newline="") as fh:
         back = list(csv.reader(fh))
     assert back[0] == MANIFEST_FIELDS and back[1:] == rows
-    styles = list_styles(tmp_path)
+    styles = list_paintings(tmp_path)
     assert [s["slug"] for s in styles] == ["starry-night", "brick"]
     assert styles[0]["title"].startswith("Vincent") and styles[1]["license"] == 'CC0, "quoted"'
     assert style_path("starry-night", tmp_path) == tmp_path / "style" / "starry-night.png"
     assert style_path("brick", tmp_path) == tmp_path / "texture" / "brick.png"
     with pytest.raises(InstyleError, match=r"style 'nope' not found; run `instyle data fetch`"):
         style_path("nope", tmp_path)
-    assert list_styles(tmp_path / "empty") == []
+    assert list_paintings(tmp_path / "empty") == []
 
 
 def test_finished_fetch_is_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -93,20 +93,20 @@ def test_joint_training_writes_one_plain_model_per_style(photos_dir, style_image
                       eval_every=2, checkpoint_every=2, vgg_weights="random",
                       style_meta=[{"title": "Stripes"}, {"title": "Waves"}])
     card = train(cfg, progress=False)
-    assert [s["title"] for s in card["styles"]] == ["Stripes", "Waves"]
-    assert card["arch_kwargs"] == {"styles": 2}
+    assert [s["title"] for s in card.data["styles"]] == ["Stripes", "Waves"]
+    assert card.data["arch_kwargs"] == {"styles": 2}
     # every held-out evaluation covers every style
-    assert [(r["step"], r["style_index"]) for r in card["metrics"]["holdout_curve"]] == [
+    assert [(r["step"], r["style_index"]) for r in card.data["metrics"]["holdout_curve"]] == [
         (2, 0), (2, 1), (4, 0), (4, 1)]
     joint, _ = load_model(out)
     x = torch.rand(1, 3, 48, 48)
     for index, name in enumerate(["stripes", "waves"]):
         single, single_card = load_model(out.parent / f"{name}.safetensors")
-        assert single_card["style"]["title"] == ["Stripes", "Waves"][index]
-        assert single_card["joint"]["index"] == index and single_card["joint"]["model"] == "joint.safetensors"
-        assert [s["title"] for s in single_card["joint"]["styles"]] == ["Stripes", "Waves"]
-        assert [r["step"] for r in single_card["metrics"]["holdout_curve"]] == [2, 4]
-        assert "styles" not in single_card["arch_kwargs"]
+        assert single_card.data["style"]["title"] == ["Stripes", "Waves"][index]
+        assert single_card.data["joint"]["index"] == index and single_card.data["joint"]["model"] == "joint.safetensors"
+        assert [s["title"] for s in single_card.data["joint"]["styles"]] == ["Stripes", "Waves"]
+        assert [r["step"] for r in single_card.data["metrics"]["holdout_curve"]] == [2, 4]
+        assert "styles" not in single_card.data["arch_kwargs"]
         set_style_index(joint, index)
         torch.testing.assert_close(single(x), joint(x), atol=1e-5, rtol=1e-5)
 

@@ -20,7 +20,7 @@ pytest.importorskip("fastapi", reason="the web app needs the 'serve' extra")
 from fastapi.testclient import TestClient
 
 from instyle.apps.serve import create_app
-from instyle.models.modelfile import card_defaults, read_card
+from instyle.models.modelfile import read_card
 
 CHROMIUM = os.environ.get("INSTYLE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -194,7 +194,7 @@ def test_web_page_end_to_end(live_server: str, live_model: Path, tmp_path: Path)
             expect(style).to_have_attribute("aria-checked", "true")
             slider = page.locator("#strength")
             # choosing a style puts its tuned strength (model card defaults) on the slider
-            start = card_defaults(read_card(live_model))["strength"]
+            start = read_card(live_model).defaults.strength
             expect(page.locator("#strength-value")).to_have_text(f"{start:.2f}")
             slider.focus()
             for _ in range(4):

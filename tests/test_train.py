@@ -33,14 +33,14 @@ def test_real_training_run_lowers_the_loss_and_writes_a_card(photos_dir, style_i
     assert len(totals) == 20
     assert sum(totals[-3:]) / 3 < 0.8 * sum(totals[:3]) / 3, totals
     # the card describes the run and survives in the safetensors header
-    assert read_card(out) == json.loads((tmp_path / "m.json").read_text())
+    assert read_card(out).data == json.loads((tmp_path / "m.json").read_text())
     for key in ("arch", "norm", "loss", "style", "train", "metrics", "wall_time_s", "machine"):
         assert key in card
-    assert card["style"]["sha256"] and card["train"]["iters"] == 20
-    assert [r["step"] for r in card["metrics"]["holdout_curve"]] == [10, 20]
-    elapsed = [r["elapsed"] for r in card["metrics"]["holdout_curve"]]
-    assert 0 < elapsed[0] < elapsed[1] <= card["wall_time_s"] + 0.1, "held-out points carry the wall clock"
-    assert card["metrics"]["holdout_final"]["style"] > 0
+    assert card.data["style"]["sha256"] and card.data["train"]["iters"] == 20
+    assert [r["step"] for r in card.data["metrics"]["holdout_curve"]] == [10, 20]
+    elapsed = [r["elapsed"] for r in card.data["metrics"]["holdout_curve"]]
+    assert 0 < elapsed[0] < elapsed[1] <= card.data["wall_time_s"] + 0.1, "held-out points carry the wall clock"
+    assert card.data["metrics"]["holdout_final"]["style"] > 0
     assert not (tmp_path / "m.ckpt.safetensors").exists(), "checkpoint is removed once the model is written"
     model, _ = load_model(out)
     assert model(torch.rand(1, 3, 40, 52)).shape == (1, 3, 40, 52)
@@ -94,8 +94,9 @@ def test_keep_best_writes_the_best_evaluations_weights_and_survives_a_resume(
     monkeypatch.setattr(train_module, "evaluate_holdout", scripted([5.0, 3.0, 4.0, 6.0]))
     out = tmp_path / "best.safetensors"
     card = train(_cfg(photos_dir, style_image, out, **kw), progress=False)
-    assert (card["steps"], card["weights_step"], card["best_holdout"]) == (20, 10, {"step": 10, "total": 3.0})
-    assert [r["total"] for r in card["metrics"]["holdout_curve"]] == [5.0, 3.0, 4.0, 6.0], "the curve is all of it"
+    assert (card.data["steps"], card.data["weights_step"], card.data["best_holdout"]) == (
+        20, 10, {"step": 10, "total": 3.0})
+    assert [r["total"] for r in card.data["metrics"]["holdout_curve"]] == [5.0, 3.0, 4.0, 6.0], "the curve is all of it"
     a, b = load_file(str(ten)), load_file(str(out))
     for k in a:
         torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=1e-5, msg=k)
@@ -113,7 +114,7 @@ def test_keep_best_writes_the_best_evaluations_weights_and_survives_a_resume(
         train(cfg, progress=False, on_log=die)
     monkeypatch.setattr(train_module, "evaluate_holdout", scripted([4.0, 6.0]))  # steps 15 and 20
     card = train(cfg, resume=True, progress=False)
-    assert (card["weights_step"], card["best_holdout"]["step"]) == (10, 10)
+    assert (card.data["weights_step"], card.data["best_holdout"]["step"]) == (10, 10)
     c = load_file(str(again))
     for k in a:
         torch.testing.assert_close(c[k], a[k], atol=1e-6, rtol=1e-5, msg=k)
@@ -174,7 +175,7 @@ def test_a_nan_batch_is_skipped_and_a_persistent_one_stops_the_run(photos_dir, s
     assert all(torch.isfinite(v).all() for v in state.values()), "a NaN step must not reach the weights"
     log = [json.loads(line) for line in (tmp_path / "m.log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6] and log[0]["grad_norm"] > 0
-    assert read_card(tmp_path / "m.safetensors")["skipped_steps"] == 1
+    assert read_card(tmp_path / "m.safetensors").data["skipped_steps"] == 1
 
     monkeypatch.undo()
     monkeypatch.setattr("instyle.training.guard.device_side_steps", lambda device: on_device)
@@ -195,9 +196,9 @@ def test_init_continues_a_finished_run_with_a_warm_up(photos_dir, style_image, t
     card_a = train(_tiny(photos_dir, style_image, first, iters=4), progress=False)
     more = tmp_path / "b.safetensors"
     card = train(_tiny(photos_dir, style_image, more, iters=3, init=str(first)), progress=False)
-    assert card["steps"] == 7 and card["init"]["steps"] == 4 and card["init"]["file"] == "a.safetensors"
-    assert [r["step"] for r in card["metrics"]["holdout_curve"]] == [2, 4, 6, 7], "the curve carries over"
-    assert card["wall_time_s"] >= card_a["wall_time_s"]
+    assert card.data["steps"] == 7 and card.data["init"]["steps"] == 4 and card.data["init"]["file"] == "a.safetensors"
+    assert [r["step"] for r in card.data["metrics"]["holdout_curve"]] == [2, 4, 6, 7], "the curve carries over"
+    assert card.data["wall_time_s"] >= card_a.data["wall_time_s"]
     log = [json.loads(x)["step"] for x in (tmp_path / "b.log.jsonl").read_text().splitlines() if "holdout" not in x]
     assert log == [5, 6, 7]
 
@@ -251,7 +252,7 @@ def test_compiled_training_follows_the_eager_run(photos_dir, style_image, tmp_pa
     # the float noise of near-zero gradients into lr-sized moves, so weights are not compared.)
     assert logs[True][0]["total"] == pytest.approx(logs[False][0]["total"], rel=1e-5)
     assert logs[True][0]["grad_norm"] == pytest.approx(logs[False][0]["grad_norm"], rel=1e-4)
-    assert read_card(tmp_path / "True.safetensors")["train"]["cuda_graphs"] is True
+    assert read_card(tmp_path / "True.safetensors").data["train"]["cuda_graphs"] is True
     assert "--cuda-graphs needs a CUDA device" in capsys.readouterr().err
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 
@@ -17,7 +16,8 @@ from instyle.core.errors import InstyleError
 from instyle.core.files import sha256_file
 from instyle.inference.stylizer import Stylizer
 from instyle.models import create_model
-from instyle.models.modelfile import card_defaults, save_model
+from instyle.models.card import ModelCard
+from instyle.models.modelfile import save_model
 from instyle.training.config import TrainConfig
 from instyle.training.recipe import config_from_card, train_command
 from instyle.training.ship import ship
@@ -51,8 +51,8 @@ def trained(tmp_path: Path, data_dir: Path) -> Path:
     return path
 
 
-def _card(path: Path) -> dict:
-    return json.loads(path.with_suffix(".json").read_text())
+def _card(path: Path) -> ModelCard:
+    return ModelCard.from_json(path.with_suffix(".json").read_text())
 
 
 def test_train_command_reproduces_the_recorded_options(trained: Path) -> None:
@@ -65,17 +65,17 @@ def test_train_command_reproduces_the_recorded_options(trained: Path) -> None:
 
 def test_switches_are_written_as_bare_flags(trained: Path) -> None:
     card = _card(trained)
-    card["train"]["keep_best"] = True
+    card.data["train"]["keep_best"] = True
     cmd = train_command(card)
     assert "--keep-best" in cmd and "--keep-best True" not in cmd
-    card["train"]["keep_best"] = False
+    card.data["train"]["keep_best"] = False
     assert "--keep-best" not in train_command(card)
 
 
 def test_a_continued_run_is_reproduced_as_one_run_from_scratch(trained: Path, tmp_path) -> None:
     card = _card(trained)
-    card["train"].update(init="/elsewhere/runs/first.safetensors", iters=1000)
-    card.update(steps=2234, init={"file": "first.safetensors", "sha256": "0" * 64, "steps": 1234})
+    card.data["train"].update(init="/elsewhere/runs/first.safetensors", iters=1000)
+    card.data.update(steps=2234, init={"file": "first.safetensors", "sha256": "0" * 64, "steps": 1234})
     cmd = train_command(card)
     assert "--iters 2234" in cmd and "--init" not in cmd and "--warmup" not in cmd
     cfg = config_from_card(card, tmp_path / "again.safetensors")
@@ -97,10 +97,10 @@ def test_shipping_writes_fp16_and_the_card_defaults_drive_the_stylizer(trained: 
     weights = load_file(str(out))
     assert all(v.dtype == torch.float16 for v in weights.values() if v.is_floating_point())
     card = _card(out)
-    assert card["name"] == "stripes" and card["description"] == "Bold stripes"
-    assert card["command"].startswith("instyle train --style stripes")
-    assert card["retrain"] == "instyle retrain stripes -o runs/retrain-stripes"
-    assert card_defaults(card) == {"strength": 0.0, "scale": 1.0}
+    assert card.data["name"] == "stripes" and card.data["description"] == "Bold stripes"
+    assert card.data["command"].startswith("instyle train --style stripes")
+    assert card.data["retrain"] == "instyle retrain stripes -o runs/retrain-stripes"
+    assert card.defaults.as_dict() == {"strength": 0.0, "scale": 1.0}
     photo = Image.new("RGB", (48, 40), (200, 120, 30))
     stylizer = Stylizer.load(out, backend="eager")
     # strength 0 from the card: the photo comes back; an explicit strength overrides the card
@@ -119,8 +119,8 @@ def test_retrain_cli_prints_the_command_and_runs_from_the_card(trained: Path, tm
 
 def test_retrain_prints_the_steps_it_will_run_for_a_continued_card(trained: Path, tmp_path, capsys) -> None:
     card = _card(trained)
-    card["train"]["init"] = "/elsewhere/runs/first.safetensors"
-    card["steps"] = 2234
+    card.data["train"]["init"] = "/elsewhere/runs/first.safetensors"
+    card.data["steps"] = 2234
     continued = tmp_path / "continued.safetensors"
     save_model(create_model("johnson-half"), card, continued)
     assert main(["retrain", str(continued), "-o", str(tmp_path / "re"), "--dry-run"]) == 0
@@ -135,10 +135,10 @@ def test_every_shipped_style_loads_and_has_a_complete_card() -> None:
     for name, card in styles.items():
         assert (ZOO_DIR / f"{name}.safetensors").stat().st_size < 4_000_000, "fp16 weights"
         for key in ("description", "defaults", "command", "style", "metrics", "wall_time_s", "machine"):
-            assert key in card, (name, key)
-        assert card["style"].get("license") and card["style"].get("package"), name
-        assert len(card["metrics"]["holdout_curve"]) >= 5, "the card shows the loss flattening"
-        assert card["train"]["size"] >= 256
+            assert key in card.data, (name, key)
+        assert card.data["style"].get("license") and card.data["style"].get("package"), name
+        assert len(card.data["metrics"]["holdout_curve"]) >= 5, "the card shows the loss flattening"
+        assert card.data["train"]["size"] >= 256
         stylizer = Stylizer.load(name, backend="eager")
         out = stylizer(Image.new("RGB", (64, 48), (90, 140, 200)))
         assert out.size == (64, 48)

@@ -21,76 +21,64 @@ def _warn(msg: str) -> None:
 # ----------------------------------------------------------------------------- train
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    from instyle.losses.perceptual import PRESETS
-    from instyle.models import NORM_KINDS, list_models
-    from instyle.training.config import PRECISIONS
+def _add_config_flags(p: argparse.ArgumentParser, *, overrides: bool = False) -> None:
+    """``TrainConfig``'s flags, from its field metadata (help, bounds, choices): declared once.
 
+    ``overrides``: only the fields ``instyle retrain`` may override, all defaulting to None (= keep
+    the card's value, or this machine's default for where-it-ran fields)."""
+    from instyle.training.config import TrainConfig
+
+    types = {"int": int, "float": float, "str": str, "int | None": int, "float | None": float}
+    for f in TrainConfig.flag_fields():
+        meta = f.metadata
+        if overrides and not meta["retrain"]:
+            continue
+        kw: dict = {"help": meta["help"]}
+        if f.type == "bool":
+            kw["action"] = "store_true"
+        else:
+            kw.update(type=meta["parse"] or types[str(f.type)], default=None if overrides else f.default)
+            if meta["choices"]:
+                kw["choices"] = list(meta["choices"]())
+            if meta["metavar"]:
+                kw["metavar"] = meta["metavar"]
+        p.add_argument(TrainConfig.flag(f.name), **kw)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a style network", description="Train a feed-forward style network.")
     p.add_argument("--style", required=True, action="append",
                    help="style image (a painting or texture), or a fetched style slug; repeat it to train several "
                         "styles in one network (one model per style is written next to --output)")
     p.add_argument("--content", default=None, help="folder of content photos (default: the fetched training set)")
     p.add_argument("-o", "--output", required=True, help="MODEL.safetensors to write (+ MODEL.json card)")
-    p.add_argument("--arch", default="johnson", choices=list(list_models()))
-    p.add_argument("--norm", default="instance", choices=NORM_KINDS)
-    p.add_argument("--loss", default="johnson", choices=list(PRESETS))
-    p.add_argument("--content-weight", type=float, default=None)
-    p.add_argument("--style-weight", type=float, default=None)
     p.add_argument("--style-scales", type=float, nargs="+", default=[], metavar="S",
                    help="with several --style: a style-weight multiplier for each, in the same order")
-    p.add_argument("--tv-weight", type=float, default=None)
-    p.add_argument("--size", type=int, default=256, help="training crop size (px)")
-    p.add_argument("--style-size", type=int, default=256, help="long side of the style image (stroke scale)")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--iters", type=int, default=2000)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm to this (off by default)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", default="auto", choices=PRECISIONS)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
-    p.add_argument("--workers", type=_workers, default=0,
-                   help="data loader worker processes, or auto (one per spare core, at most 4)")
-    p.add_argument("--holdout", type=int, default=8, help="content photos kept out for the held-out curve")
-    p.add_argument("--eval-every", type=int, default=200)
-    p.add_argument("--checkpoint-every", type=int, default=200)
-    p.add_argument("--resume", action="store_true", help="continue from MODEL.ckpt.safetensors")
     p.add_argument("--init", default=None, metavar="MODEL",
                    help="start from a trained model (same arch, norm and number of styles) and train --iters "
                         "more steps: continue a finished run, or fine-tune a zoo style towards a new one")
-    p.add_argument("--warmup", type=int, default=None, metavar="STEPS",
-                   help="linear learning-rate warm-up (default: 100 steps with --init, none otherwise)")
-    p.add_argument("--decay", type=int, default=0, metavar="STEPS",
-                   help="anneal the learning rate to 0 over the last STEPS steps (cosine); settles the weights")
-    p.add_argument("--keep-best", action="store_true",
-                   help="write the weights of the best held-out evaluation instead of the last step's (a late "
-                        "loss spike then costs nothing; needs held-out photos)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the training step: the first step compiles for a minute or two, the "
-                        "rest run faster (1.07x on a 2-core CPU); worth it for long runs")
-    p.add_argument("--cuda-graphs", action="store_true",
-                   help="on a GPU: --compile, and replay each step as CUDA graphs (small batches, where a GPU "
-                        "step is launch-bound); not with torchrun")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_flags(p)
+    _add_run_control(p)
     p.set_defaults(func=_cmd_train)
 
 
-def _workers(value: str) -> int | str:
-    if value == "auto":
-        return value
-    if not value.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a number of workers or 'auto', got {value!r}")
-    return int(value)
+def _add_run_control(p: argparse.ArgumentParser) -> None:
+    """How a run treats an earlier one's checkpoint: never discarded without saying so."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="continue from MODEL.ckpt.safetensors")
+    g.add_argument("--restart", action="store_true",
+                   help="discard an interrupted run's checkpoint and log and start again")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _style_file(style: str) -> tuple[Path, dict]:
     """A path, or a slug of a fetched painting/texture (with its manifest row for the card)."""
     if Path(style).is_file():
         return Path(style), {}
-    from instyle.data.fetch import list_styles, style_path
+    from instyle.data.fetch import list_paintings, style_path
 
     path = style_path(style)
-    meta = next((s for s in list_styles() if s.get("slug") == style), {})
+    meta = next((s for s in list_paintings() if s.get("slug") == style), {})
     return path, {k: meta[k] for k in ("title", "package", "license", "registry", "version") if k in meta}
 
 
@@ -112,68 +100,53 @@ def _cmd_train(a: argparse.Namespace) -> int:
         if not Path(content).is_dir():
             raise InstyleError("no --content folder given and no fetched data; run `instyle data fetch` first")
     cfg = TrainConfig(
-        style=styles[0] if len(styles) == 1 else styles, content=content, output=a.output, arch=a.arch,
-        norm=a.norm, loss=a.loss,
-        content_weight=a.content_weight, style_weight=a.style_weight, tv_weight=a.tv_weight,
-        size=a.size, style_size=a.style_size, batch=a.batch, iters=a.iters, lr=a.lr, grad_clip=a.grad_clip,
-        seed=a.seed,
-        precision=a.precision, device=a.device, workers=a.workers, holdout=a.holdout,
-        eval_every=a.eval_every, checkpoint_every=a.checkpoint_every,
+        style=styles[0] if len(styles) == 1 else styles, content=content, output=a.output,
         style_meta=metas[0] if len(metas) == 1 else metas, style_scales=a.style_scales,
-        init=str(resolve_model(a.init)) if a.init else None, warmup=a.warmup, decay=a.decay,
-        keep_best=a.keep_best, compile=a.compile or a.cuda_graphs, cuda_graphs=a.cuda_graphs,
+        init=str(resolve_model(a.init)) if a.init else None,
+        **{f.name: getattr(a, f.name) for f in TrainConfig.flag_fields()},
     )
-    card = train(cfg, resume=a.resume, progress=not a.quiet)
-    last = card["metrics"]["final_train"]
-    print(f"wrote {a.output} ({card['steps']} steps, {card['wall_time_s']} s, final loss {last.get('total')})")
-    if card["weights_step"] != card["steps"]:
-        best = card["best_holdout"]
+    card = train(cfg, resume=a.resume, restart=a.restart, progress=not a.quiet)
+    last = card.metrics["final_train"]
+    print(f"wrote {a.output} ({card.steps} steps, {card.wall_time_s} s, final loss {last.get('total')})")
+    if card.data["weights_step"] != card.steps:
+        best = card.data["best_holdout"]
         print(f"  with the weights of step {best['step']}, the best held-out loss ({best['total']})")
     return 0
 
 
 def _add_retrain(sub: argparse._SubParsersAction) -> None:
-    from instyle.training.config import PRECISIONS
-
     p = sub.add_parser("retrain", help="retrain a shipped style (or any model) from its model card",
                        description="Redo the training run recorded in a model card, on this machine.")
     p.add_argument("model", help="a shipped style name (see `instyle styles`) or a .safetensors model file")
     p.add_argument("-o", "--output", required=True, help="folder for the retrained model(s)")
     p.add_argument("--content", default=None, help="content photos (default: the fetched training set)")
-    p.add_argument("--iters", type=int, default=None, help="override the number of steps (e.g. a quick check)")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=_workers, default=0)
-    p.add_argument("--compile", action="store_true", help="torch.compile the training step (see train --compile)")
-    p.add_argument("--cuda-graphs", action="store_true", help="compiled and replayed as CUDA graphs (see train)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted retrain in the same folder")
+    _add_config_flags(p, overrides=True)
+    _add_run_control(p)
     p.add_argument("--dry-run", action="store_true", help="print the equivalent `instyle train` command only")
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_retrain)
 
 
 def _cmd_retrain(a: argparse.Namespace) -> int:
     from instyle.models.modelfile import read_card
+    from instyle.training.config import TrainConfig
     from instyle.training.loop import train
     from instyle.training.recipe import config_from_card, train_command
     from instyle.zoo import resolve_model
 
     card = read_card(resolve_model(a.model))
     out_dir = Path(a.output)
-    joint = card.get("joint")
-    name = joint["model"] if joint else f"{card.get('name') or Path(a.model).stem}.safetensors"
+    joint = card.joint
+    name = joint["model"] if joint else f"{card.name or Path(a.model).stem}.safetensors"
     output = out_dir / name
-    over: dict = {"precision": a.precision, "device": a.device, "workers": a.workers,
-                  "compile": a.compile or a.cuda_graphs, "cuda_graphs": a.cuda_graphs}
-    if a.iters is not None:
-        over["iters"] = a.iters
+    over = {f.name: getattr(a, f.name) for f in TrainConfig.flag_fields()
+            if f.metadata["retrain"] and getattr(a, f.name) not in (None, False)}
     cfg = config_from_card(card, output, content=a.content, **over)
-    print(train_command({**card, "train": dataclasses.asdict(cfg)}, str(output)))  # what will run
+    print(train_command(card, str(output), train=dataclasses.asdict(cfg)))  # what will run
     if joint:
         print(f"(a joint run: it retrains all {len(joint['styles'])} styles of {joint['model']} together)")
     if a.dry_run:
         return 0
-    train(cfg, resume=a.resume, progress=not a.quiet)
+    train(cfg, resume=a.resume, restart=a.restart, progress=not a.quiet)
     print(f"wrote {output}" + (f" and its {len(joint['styles'])} single-style models" if joint else ""))
     return 0
 
@@ -182,22 +155,18 @@ def _cmd_retrain(a: argparse.Namespace) -> int:
 
 
 def _add_stylize(sub: argparse._SubParsersAction) -> None:
-    from instyle.inference.backends import BACKENDS
 
     p = sub.add_parser("stylize", help="stylize images and folders",
                        description="Stylize image files and folders; outputs match the input size.")
     p.add_argument("inputs", nargs="+", help="image files and/or folders")
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("-m", "--model", help="a .safetensors model file")
-    g.add_argument("-s", "--style", help="a shipped style name (see `instyle styles`)")
+    _add_model_choice(p)
     p.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
     p.add_argument("--format", default=None, help="output extension for folders, e.g. png or jpg")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="refuse larger inputs (decompression-bomb guard); 0 disables it")
     _add_controls(p)
     p.add_argument("--device", default="auto")
-    p.add_argument("--backend", default="auto", choices=BACKENDS,
-                   help="inference path (default auto: the fastest one validated on this model and machine)")
+    _add_backend(p, "inference path (default auto: the fastest one validated on this model and machine)")
     p.add_argument("--tile", type=int, default=None,
                    help="stylize in tiles of this side (default: only images above 3840x2160; 0 = never)")
     p.set_defaults(func=_cmd_stylize)
@@ -281,8 +250,7 @@ def _cmd_styles(a: argparse.Namespace) -> int:
     if not styles:
         print("no styles shipped in this build; train one with `instyle train`")
     for name, card in styles.items():
-        desc = card.get("description") or card.get("style", {}).get("title", "")
-        print(f"{name:22s} {card.get('arch', '?'):13s} {desc}")
+        print(f"{name:22s} {card.arch:13s} {card.description}")
     if styles:
         print("\nuse one with `instyle stylize PHOTO -s NAME -o OUT`; `instyle retrain NAME` redoes its training")
     return 0
@@ -375,10 +343,10 @@ def _add_model_choice(p: argparse.ArgumentParser) -> None:
     g.add_argument("-s", "--style", help="a shipped style name (see `instyle styles`)")
 
 
-def _add_backend(p: argparse.ArgumentParser) -> None:
+def _add_backend(p: argparse.ArgumentParser, text: str = "inference path (see `instyle stylize -h`)") -> None:
     from instyle.inference.backends import BACKENDS
 
-    p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference path (see `instyle stylize -h`)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help=text)
 
 
 def _add_video(sub: argparse._SubParsersAction) -> None:
@@ -415,21 +383,23 @@ def _cmd_video(a: argparse.Namespace) -> int:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
+    from instyle.inference.export import FORMATS, ONNX_OPSET
+
     p = sub.add_parser("export", help="export a model to ONNX or TorchScript",
                        description="Export a style network with dynamic height and width (+ a JSON card).")
     _add_model_choice(p)
-    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
+    p.add_argument("--format", default="onnx", choices=FORMATS)
     p.add_argument("-o", "--output", required=True, help="FILE.onnx or FILE.pt to write (+ FILE.onnx.json card)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    p.add_argument("--opset", type=int, default=ONNX_OPSET, help="ONNX opset")
     p.set_defaults(func=_cmd_export)
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
-    from instyle.inference.export import card_path, export_model
+    from instyle.inference.export import export_card_path, export_model
 
     card = export_model(a.model or a.style, a.output, a.format, opset=a.opset)
     print(f"wrote {a.output} ({a.format}, input {card['input']['name']} N x 3 x H x W in [0, 1], "
-          f"sides >= {card['input']['min_side']} px) and {card_path(a.output)}")
+          f"sides >= {card['input']['min_side']} px) and {export_card_path(a.output)}")
     return 0
 
 

@@ -6,7 +6,6 @@ a few minutes, caches it, and says so: the point of the demo is a real result, n
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from instyle.core.files import cache_dir
+from instyle.core.metrics import psnr
 from instyle.data.demo_photos import DEMO_PHOTOS
 from instyle.data.fetch import fetch_dataset, style_path
 from instyle.data.grid import contact_sheet
@@ -80,8 +80,7 @@ def _same_picture(path: Path, sheet: Image.Image, min_db: float = SAME_PICTURE_D
         with Image.open(path) as old:
             if old.size != sheet.size:
                 return False
-            a = np.asarray(old.convert("RGB"), dtype=np.float32)
+            a = np.asarray(old.convert("RGB"))
     except (OSError, ValueError):
         return False
-    mse = float(np.mean((a - np.asarray(sheet.convert("RGB"), dtype=np.float32)) ** 2))
-    return mse == 0 or 10 * math.log10(255.0**2 / mse) >= min_db
+    return psnr(a, np.asarray(sheet.convert("RGB")), peak=255.0) >= min_db

@@ -10,8 +10,10 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from instyle.core.errors import InstyleError
 
 
 def cache_dir() -> Path:
@@ -48,6 +50,25 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """True when both paths name one file: the same path, or hard links, bind mounts, case folding."""
+    if Path(a).resolve() == Path(b).resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def refuse_overwriting(outputs: Iterable[str | os.PathLike[str]], inputs: Iterable[str | os.PathLike[str]]) -> None:
+    """One ``InstyleError`` line if any output path is one of the inputs: results never replace originals."""
+    inputs = list(inputs)
+    for out in outputs:
+        for src in inputs:
+            if same_file(out, src):
+                raise InstyleError(f"{out}: refusing to overwrite an input ({src}); choose another output path")
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

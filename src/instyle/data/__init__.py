@@ -1,7 +1,7 @@
 """Image I/O, training data sets and the registry-built data set (``instyle data fetch``)."""
 
 from instyle.data.datasets import CropDataset, infinite_batches, split_holdout
-from instyle.data.fetch import default_data_dir, fetch_dataset, list_styles, style_path
+from instyle.data.fetch import default_data_dir, fetch_dataset, list_paintings, style_path
 from instyle.data.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
@@ -26,7 +26,7 @@ __all__ = [
     "fetch_dataset",
     "infinite_batches",
     "list_images",
-    "list_styles",
+    "list_paintings",
     "load_image",
     "pil_to_tensor",
     "save_image",

@@ -50,7 +50,7 @@ __all__ = [
     "MANIFEST_FIELDS",
     "default_data_dir",
     "fetch_dataset",
-    "list_styles",
+    "list_paintings",
     "read_gimp_pattern",
     "read_rcc",
     "slugify",
@@ -701,7 +701,7 @@ def fetch_dataset(
     return out
 
 
-def list_styles(data_dir: Path | None = None) -> list[dict[str, str]]:
+def list_paintings(data_dir: Path | None = None) -> list[dict[str, str]]:
     """Paintings and textures of a fetched data set (manifest rows plus 'slug' and 'path'), by slug."""
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     try:
@@ -723,7 +723,7 @@ def style_path(slug: str, data_dir: Path | None = None) -> Path:
             p = root / split / f"{slug}{ext}"
             if p.is_file():
                 return p
-    known = [s["slug"] for s in list_styles(root)]
+    known = [s["slug"] for s in list_paintings(root)]
     hint = f" (available: {', '.join(known)})" if known else ""
     raise InstyleError(f"style '{slug}' not found; run `instyle data fetch`{hint}")
 

@@ -174,7 +174,7 @@ def run(preset_name: str, out: Path, *, work: Path | None = None, content: Path 
                "torch": torch.__version__, "n_train_photos": len(train_files), "held_out": [f.name for f in held],
                "figure_photos": [held[i].name for i in fig_rows],
                "wall_time_s": round(time.perf_counter() - t_start, 1),
-               "train_time_s": round(sum(read_card(path)["wall_time_s"] for path in runs.values()), 1),
+               "train_time_s": round(sum(read_card(path).wall_time_s for path in runs.values()), 1),
                "gatys": gatys, "speed": speed, "per_run": per_run, "summary": summary}
     atomic_write_text(out / "results.json", json.dumps(results, indent=1) + "\n")
     report = out / "in-vs-bn.md"

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import math
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -39,18 +38,13 @@ from torch import Tensor, nn
 from instyle.core.errors import InstyleError
 from instyle.core.files import atomic_write_bytes, atomic_write_text, cache_dir
 from instyle.core.hardware import cpu_supports_bf16, pick_device
+from instyle.core.metrics import psnr
 from instyle.inference.rewrites import fold_upsampling, widen_thin_convs
 
 BACKENDS = ("auto", "eager", "channels_last", "bf16", "compile", "compile-bf16", "onnxruntime", "fp16", "cuda-graphs",
             "compile-fp16", "int8")
 MIN_PSNR = 40.0
 CUDA_ONLY = ("fp16", "cuda-graphs", "compile-fp16")
-
-
-def psnr(a: Tensor, b: Tensor) -> float:
-    """PSNR in dB between two images in [0, 1] (``inf`` when identical)."""
-    mse = (a.float() - b.float()).pow(2).mean().item()
-    return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
 class Runner:

@@ -78,7 +78,7 @@ def min_side(multiple: int, min_size: int = 16) -> int:
     return max(bad, default=0) + 1
 
 
-def card_path(output: str | Path) -> Path:
+def export_card_path(output: str | Path) -> Path:
     """``FILE.onnx.json``: never the ``MODEL.json`` card of a model exported next to itself."""
     out = Path(output)
     return out.with_name(out.name + ".json")
@@ -86,7 +86,7 @@ def card_path(output: str | Path) -> Path:
 
 def export_model(model: str | Path, output: str | Path, fmt: str = "onnx", *, example_size: int = 96,
                  opset: int = ONNX_OPSET) -> dict[str, Any]:
-    """Export a model file or shipped style; writes ``output`` and ``card_path(output)``."""
+    """Export a model file or shipped style; writes ``output`` and ``export_card_path(output)``."""
     if fmt not in FORMATS:
         raise InstyleError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     out = Path(output)
@@ -115,9 +115,9 @@ def export_model(model: str | Path, output: str | Path, fmt: str = "onnx", *, ex
         "opset": opset if fmt == "onnx" else None,
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "model": model_card,
+        "model": model_card.data,
     }
-    atomic_write_text(card_path(out), json.dumps(card, indent=2) + "\n")
+    atomic_write_text(export_card_path(out), json.dumps(card, indent=2) + "\n")
     return card
 
 

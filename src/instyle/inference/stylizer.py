@@ -34,15 +34,16 @@ from instyle.data.images import (
 from instyle.inference.backends import BACKENDS, Runner, build_runner
 from instyle.inference.controls import blend, check_scale, preserve_color, resize, scaled_size
 from instyle.inference.tiling import AUTO_TILE_PIXELS, DEFAULT_OVERLAP, DEFAULT_TILE, stylize_tiled
+from instyle.models.card import Defaults, ModelCard
 from instyle.models.clamped import ClampedGenerator
-from instyle.models.modelfile import card_defaults, load_model
+from instyle.models.modelfile import load_model
 from instyle.zoo import resolve_model
 
 
 class Stylizer:
     """A loaded style: call it on a PIL image, or use ``.module`` as a plain ``nn.Module``."""
 
-    def __init__(self, generator: nn.Module, card: dict[str, Any] | None = None, device: str = "auto",
+    def __init__(self, generator: nn.Module, card: ModelCard | None = None, device: str = "auto",
                  backend: str = "auto", tile: int | None = None):
         """``backend``: see ``instyle.inference.backends`` (``auto`` picks the fastest path validated on this model).
         ``tile``: tile side for large images (``None``: only above ``AUTO_TILE_PIXELS``; 0: never)."""
@@ -51,7 +52,7 @@ class Stylizer:
         if tile is not None and tile != 0 and tile <= 2 * DEFAULT_OVERLAP:
             raise InstyleError(f"tile must be 0 (off) or larger than {2 * DEFAULT_OVERLAP}, got {tile}")
         self.device = pick_device(device)
-        self.card = card or {}
+        self.card = card
         self.module = ClampedGenerator(generator).to(self.device).eval()
         self.backend = backend
         self.tile = tile
@@ -81,12 +82,17 @@ class Stylizer:
 
     @property
     def name(self) -> str:
-        return str(self.card.get("name") or self.card.get("style", {}).get("title") or "style")
+        """The zoo name where there is one, else the card's display title."""
+        return (self.card.name or self.card.title) if self.card else "style"
 
     @property
-    def defaults(self) -> dict[str, float]:
+    def title(self) -> str:
+        return self.card.title if self.card else "style"
+
+    @property
+    def defaults(self) -> Defaults:
         """The strength and stroke scale the style's card recommends (tuned by eye for the zoo)."""
-        return card_defaults(self.card)
+        return self.card.defaults if self.card else Defaults()
 
     @torch.inference_mode()
     def stylize_tensor(self, x: torch.Tensor, *, strength: float | None = None, preserve_colors: bool = False,
@@ -97,8 +103,8 @@ class Stylizer:
         > 1 makes brush strokes larger by stylizing a smaller copy and resizing back. ``None``: the
         value in the model card's ``defaults`` (1.0 where it has none).
         """
-        strength = self.defaults["strength"] if strength is None else strength
-        scale = self.defaults["scale"] if scale is None else scale
+        strength = self.defaults.strength if strength is None else strength
+        scale = self.defaults.scale if scale is None else scale
         check_scale(scale)
         single = x.dim() == 3
         photo = (x.unsqueeze(0) if single else x).to(self.device, torch.float32)

@@ -1,45 +1,51 @@
 """Model files: safetensors weights + a JSON model card, never pickles.
 
 The card travels twice: inside the safetensors header (so a lone file is self-describing) and as
-``NAME.json`` beside it (so humans and the zoo index can read it without torch).
+``NAME.json`` beside it (so humans and the zoo index can read it without torch). Only the header's
+copy is trusted, and only after ``ModelCard`` has checked it; weights are checked for shape and
+finiteness before a model is handed out.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from instyle.core.errors import InstyleError
 from instyle.core.files import atomic_path, atomic_write_text
-from instyle.models import create_model
-
-CARD_FORMAT = "instyle-model/1"
+from instyle.models.card import ModelCard
+from instyle.models.registry import create_model
 
 
 def card_path(weights: str | Path) -> Path:
+    """``MODEL.json`` beside ``MODEL.safetensors``."""
     return Path(weights).with_suffix(".json")
 
 
-def save_model(model: nn.Module, card: dict[str, Any], path: str | Path, dtype: torch.dtype | None = None) -> None:
-    """Write weights (optionally cast, e.g. fp16 for the zoo) and the card, each atomically."""
-    card = {"format": CARD_FORMAT, **card}
+def save_model(model: nn.Module, card: dict[str, Any] | ModelCard, path: str | Path,
+               dtype: torch.dtype | None = None) -> ModelCard:
+    """Write weights (optionally cast, e.g. fp16 for the zoo) and the card, each atomically.
+
+    The card is validated first, so a file this writes always loads again."""
+    checked = card if isinstance(card, ModelCard) else ModelCard.from_dict(card, str(path))
+    text = checked.to_json()
     state = {
         k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
         for k, v in model.state_dict().items()
     }
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"instyle_card": json.dumps(card)})
-    atomic_write_text(card_path(path), json.dumps(card, indent=2) + "\n")
+        save_file(state, str(tmp), metadata={"instyle_card": text})
+    atomic_write_text(card_path(path), checked.to_json(indent=2) + "\n")
+    return checked
 
 
-def read_card(path: str | Path) -> dict[str, Any]:
-    """The card from the safetensors header (the JSON file may be missing or edited)."""
+def read_card(path: str | Path) -> ModelCard:
+    """The card from the safetensors header (the JSON file may be missing or edited), checked."""
     path = Path(path)
     if not path.is_file():
         raise InstyleError(f"{path}: no such model file")
@@ -47,36 +53,49 @@ def read_card(path: str | Path) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
     except Exception as exc:  # safetensors raises its own error types for garbage input
-        raise InstyleError(f"{path}: not a safetensors model file ({exc})") from None
+        raise InstyleError(f"{path}: not a safetensors model file ({_first_line(exc)})") from None
     if "instyle_card" not in meta:
         raise InstyleError(f"{path}: safetensors file without an instyle model card")
-    card = json.loads(meta["instyle_card"])
-    if card.get("format") != CARD_FORMAT:
-        raise InstyleError(f"{path}: unsupported model format {card.get('format')!r}")
-    return card
+    return ModelCard.from_json(meta["instyle_card"], str(path))
 
 
-def card_defaults(card: dict[str, Any]) -> dict[str, float]:
-    """The controls a card recommends (``strength``, ``scale``); 1.0 where it says nothing."""
-    d = card.get("defaults") or {}
-    return {"strength": float(d.get("strength", 1.0)), "scale": float(d.get("scale", 1.0))}
-
-
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelCard]:
     """Rebuild the generator named in the card and load its weights as float32, in eval mode."""
     card = read_card(path)
-    model = create_model(card["arch"], norm=card["norm"], **card.get("arch_kwargs", {}))
-    load_weights(model, path, f"{path}: weights do not match {card['arch']}/{card['norm']}")
+    model = create_model(card.arch, **card.model_kwargs())
+    load_weights(model, path, f"{path}: weights do not match {card.describe_net}")
     return model.to(device).eval(), card
 
 
 def load_weights(model: nn.Module, path: str | Path, mismatch: str) -> None:
-    """Load a model file's weights (as float32) into ``model``; ``mismatch: <first error line>`` if they
-    do not fit its layers."""
-    from safetensors.torch import load_file
+    """Load a model file's weights (as float32) into ``model``.
 
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    Refused with ``mismatch: <the first key that does not fit>`` when names or shapes differ, and
+    refused when any weight is NaN or infinite (such a model renders black images without error)."""
     try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise InstyleError(f"{mismatch}: {str(exc).splitlines()[0]}") from None
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    except Exception as exc:
+        raise InstyleError(f"{path}: unreadable weights ({_first_line(exc)})") from None
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        if wrong:
+            k = wrong[0]
+            detail = f"{k} has shape {tuple(state[k].shape)}, the network needs {tuple(expected[k].shape)}"
+        elif missing:
+            detail = f"missing {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+        else:
+            detail = f"unexpected {unexpected[0]}" + (f" and {len(unexpected) - 1} more" if len(unexpected) > 1 else "")
+        raise InstyleError(f"{mismatch}: {detail}")
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise InstyleError(f"{path}: weight {bad} is not finite (NaN or infinity); the model file is broken")
+    model.load_state_dict(state)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+

@@ -12,6 +12,15 @@ from instyle.models.ulyanov import UlyanovNet
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], str]] = {}
 
+# The hyper-parameters a model card may set, per architecture, with inclusive ranges. Cards come from
+# untrusted files: anything else is refused before a layer is built (``instyle.models.card``).
+_STYLES = {"styles": (1, 256)}
+ARCH_LIMITS: dict[str, dict[str, tuple[int, int]]] = {
+    "johnson": {"n_res": (1, 16), **_STYLES},
+    "johnson-half": {"n_res": (1, 16), **_STYLES},
+    "ulyanov": {"scales": (1, 8), "channels": (1, 64), "noise_channels": (0, 16), **_STYLES},
+}
+
 
 def register_model(name: str, description: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:

@@ -30,6 +30,16 @@ def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
         save_file(tensors, str(tmp), metadata=meta)
 
 
+def read_checkpoint_state(path: Path) -> dict[str, Any]:
+    """The loop state of a checkpoint (its config among it) without loading any tensor."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return json.loads((fh.metadata() or {})["state"])
+    except Exception as exc:
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InstyleError(f"{path}: unreadable checkpoint ({why}); pass --restart to discard it") from None
+
+
 def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
                     best: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
     """Restore model and optimizer in place (and fill ``best``); returns the loop state."""

@@ -6,7 +6,11 @@ derived from it.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,48 +18,142 @@ from typing import Any
 import torch
 
 from instyle.core.errors import InstyleError
-from instyle.core.hardware import cpu_supports_bf16
+from instyle.core.hardware import check_device, cpu_supports_bf16
+from instyle.losses.perceptual import PRESETS
+from instyle.models import NORM_KINDS, list_models
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+INF = float("inf")
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, low: float | None = None,
+           high: float | None = None, choices: Callable[[], Sequence[str]] | None = None, metavar: str | None = None,
+           parse: Callable[[str], Any] | None = None, machine: bool = False, retrain: bool = False,
+           default_factory: Any = dataclasses.MISSING) -> Any:
+    """A ``TrainConfig`` field with what the CLI and the checks need to know about it.
+
+    ``help`` makes it a flag of ``instyle train`` (``--name-with-dashes``); ``low``/``high`` bound it
+    (inclusive; ``None`` values are always allowed for optional fields); ``choices`` lists its legal
+    values lazily; ``machine`` marks where a run ran rather than what it learned (``instyle retrain``
+    does not copy it from the card); ``retrain`` also makes it an override flag of ``instyle retrain``."""
+    meta = {"help": help, "low": low, "high": high, "choices": choices, "metavar": metavar, "parse": parse,
+            "machine": machine, "retrain": retrain}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def parse_workers(value: str) -> int | str:
+    """``auto`` or a non-negative number of data-loader processes."""
+    if value == "auto":
+        return value
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of workers or 'auto', got {value!r}")
+    return int(value)
+
+
+def _archs() -> list[str]:
+    return list(list_models())
+
+
+def _losses() -> list[str]:
+    return list(PRESETS)
+
+
+def _norms() -> list[str]:
+    return list(NORM_KINDS)
+
+
+def _precisions() -> list[str]:
+    return list(PRECISIONS)
 
 
 @dataclass
 class TrainConfig:
-    """Everything that determines a run; stored verbatim in the model card."""
+    """Everything that determines a run; stored verbatim in the model card.
+
+    This is the one declaration of the training options: ``instyle train``'s flags, ``instyle
+    retrain``'s overrides and the command line a card records are all derived from these fields."""
 
     style: str | list[str]  # one style image, or several trained jointly
     content: str
     output: str
-    arch: str = "johnson"
-    norm: str = "instance"
-    loss: str = "johnson"
-    content_weight: float | None = None  # None: the loss preset's value
-    style_weight: float | None = None
-    tv_weight: float | None = None
-    size: int = 256
-    style_size: int = 256  # long side of the style image; sets the stroke scale
-    batch: int = 4
-    iters: int = 2000
-    lr: float = 1e-3
-    grad_clip: float | None = None  # max gradient norm (None: no clipping)
-    seed: int = 0
-    precision: str = "auto"
-    device: str = "auto"
-    workers: int | str = 0  # or "auto"
-    holdout: int = 8  # content photos kept out of training for the held-out loss curve
-    eval_every: int = 200
-    checkpoint_every: int = 200
-    log_every: int = 10
+    arch: str = option("johnson", "generator architecture", choices=_archs)
+    norm: str = option("instance", "normalization in the generator (instance: the paper)", choices=_norms)
+    loss: str = option("johnson", "perceptual-loss preset (VGG layers and weights)", choices=_losses)
+    content_weight: float | None = option(None, "content-loss weight (default: the loss preset's)", low=0, high=INF)
+    style_weight: float | None = option(None, "style-loss weight (default: the loss preset's)", low=0, high=INF)
+    tv_weight: float | None = option(None, "total-variation weight (default: the loss preset's)", low=0, high=INF)
+    size: int = option(256, "training crop size (px)", low=32, high=4096)
+    style_size: int = option(256, "long side of the style image (stroke scale)", low=32, high=4096)
+    batch: int = option(4, "images per step", low=1, high=1024)
+    iters: int = option(2000, "training steps (more steps on top of --init's)", low=1, high=10_000_000,
+                        retrain=True)
+    lr: float = option(1e-3, "Adam learning rate", low=1e-12, high=10.0)
+    grad_clip: float | None = option(None, "clip the gradient norm to this (off by default)", low=1e-12, high=INF)
+    seed: int = option(0, "seed of the data order, the crops and the initial weights", low=0, high=2**63 - 1)
+    precision: str = option("auto", "autocast precision (auto: bf16 where the CPU or GPU does it natively)",
+                            choices=_precisions, machine=True, retrain=True)
+    device: str = option("auto", "auto, cpu, cuda, cuda:1 ...", machine=True, retrain=True)
+    workers: int | str = option(0, "data loader worker processes, or auto (one per spare core, at most 4)",
+                                parse=parse_workers, machine=True, retrain=True)
+    holdout: int = option(8, "content photos kept out for the held-out curve", low=0, high=100_000)
+    eval_every: int = option(200, "steps between held-out evaluations", low=1, high=10_000_000)
+    checkpoint_every: int = option(200, "steps between checkpoints", low=1, high=10_000_000)
+    log_every: int = option(10, low=1, high=10_000_000)  # steps between log lines (no flag)
     vgg_weights: str = "imagenet"
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     style_meta: dict[str, Any] | list[dict[str, Any]] = field(default_factory=dict)  # title, license… per style
     style_scales: list[float] = field(default_factory=list)  # per-style style-weight multipliers (joint runs)
     init: str | None = None  # a model file to start from: ``iters`` more steps on top of its own
-    warmup: int | None = None  # steps of linear learning-rate warm-up (None: 100 with ``init``, else 0)
-    decay: int = 0  # the last ``decay`` steps anneal the learning rate to 0 (cosine)
-    keep_best: bool = False  # write the weights of the best held-out evaluation, not the last step's
-    compile: bool = False  # torch.compile the generator and the loss (minutes of compiling, then faster steps)
-    cuda_graphs: bool = False  # compiled, and on CUDA each step replayed as CUDA graphs (small batches)
+    warmup: int | None = option(None, "linear learning-rate warm-up steps (default: 100 with --init, none otherwise)",
+                                low=0, high=10_000_000, metavar="STEPS")
+    decay: int = option(0, "anneal the learning rate to 0 over the last STEPS steps (cosine); settles the weights",
+                        low=0, high=10_000_000, metavar="STEPS")
+    keep_best: bool = option(False, "write the weights of the best held-out evaluation instead of the last "
+                                    "step's (a late loss spike then costs nothing; needs held-out photos)")
+    compile: bool = option(False, "torch.compile the training step: the first step compiles for a minute or two, "
+                                  "the rest run faster (1.07x on a 2-core CPU); worth it for long runs",
+                           machine=True, retrain=True)
+    cuda_graphs: bool = option(False, "on a GPU: --compile, and replay each step as CUDA graphs (small batches, "
+                                      "where a GPU step is launch-bound); not with torchrun",
+                               machine=True, retrain=True)
+
+    def __post_init__(self) -> None:
+        self.compile = self.compile or self.cuda_graphs  # CUDA graphs replay the compiled step
+
+    @staticmethod
+    def flag(name: str) -> str:
+        """The CLI flag of a field: ``style_size`` -> ``--style-size``."""
+        return "--" + name.replace("_", "-")
+
+    @classmethod
+    def flag_fields(cls) -> list[dataclasses.Field]:
+        """The fields that are flags of ``instyle train`` (those with help text)."""
+        return [f for f in dataclasses.fields(cls) if f.metadata.get("help")]
+
+    def validate(self) -> None:
+        """One ``InstyleError`` line for the first option that is out of range or unknown."""
+        for f in dataclasses.fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            flag = self.flag(f.name)
+            if meta.get("choices") and value not in meta["choices"]():
+                raise InstyleError(f"{flag}: unknown value {value!r}; choose one of {', '.join(meta['choices']())}")
+            if meta.get("low") is None or value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value) \
+                    or not meta["low"] <= value <= meta["high"]:
+                high = "" if meta["high"] == INF else f" and at most {meta['high']:g}"
+                raise InstyleError(f"{flag} must be at least {meta['low']:g}{high}, got {value!r}")
+        if self.decay > self.iters:
+            raise InstyleError(f"--decay ({self.decay}) cannot exceed --iters ({self.iters})")
+        if not self.style_files():
+            raise InstyleError("no style image given (--style)")
+        if Path(self.output).suffix != ".safetensors":
+            raise InstyleError(f"{self.output}: the output must be a .safetensors model file")
+        if not (self.workers == "auto" or (isinstance(self.workers, int) and 0 <= self.workers <= 64)):
+            raise InstyleError(f"--workers must be 'auto' or 0..64, got {self.workers!r}")
+        check_device(self.device)
 
     def style_files(self) -> list[str]:
         return [self.style] if isinstance(self.style, str) else list(self.style)

@@ -18,6 +18,7 @@ from instyle.core.errors import InstyleError
 from instyle.core.files import sha256_file
 from instyle.data.fetch import default_data_dir
 from instyle.losses.perceptual import LossConfig, PerceptualLoss
+from instyle.models.card import ModelCard
 from instyle.models.modelfile import load_model, read_card
 from instyle.training.config import TrainConfig
 from instyle.training.holdout import MAIN_TERMS, center_crops, loss_terms, run_model
@@ -26,11 +27,11 @@ from instyle.training.recipe import fetched_style
 from instyle.zoo import resolve_model
 
 
-def default_photos(card: dict[str, Any]) -> list[Path]:
+def default_photos(card: ModelCard) -> list[Path]:
     """The held-out photos of the run that made ``card``: its content folder where that exists here,
     else this machine's fetched training set (a shipped card names its trainer's paths)."""
-    train = card["train"]
-    content = Path(train["content"])
+    train = card.train or {}
+    content = Path(train.get("content", ""))
     if not content.is_dir():
         content = default_data_dir() / "content"
     cfg = TrainConfig(style="unused", content=str(content), output="unused.safetensors",
@@ -41,12 +42,12 @@ def default_photos(card: dict[str, Any]) -> list[Path]:
     return held
 
 
-def style_file(card: dict[str, Any]) -> Path:
+def style_file(card: ModelCard) -> Path:
     """The style image of a single-style model (a model split off a joint run names its own)."""
-    entry = card.get("style")
-    if not isinstance(entry, dict) or not entry.get("file"):
+    entry = card.styles[0]
+    if card.n_styles != 1 or not entry.get("file"):
         raise InstyleError("the first model is not a single-style model; pass --style")
-    trained = card.get("train", {}).get("style")
+    trained = (card.train or {}).get("style")
     if isinstance(trained, str) and Path(trained).is_file() and Path(trained).name == entry["file"] \
             and (not entry.get("sha256") or sha256_file(trained) == entry["sha256"]):
         return Path(trained)  # the image it trained on, where it still is on this machine
@@ -62,20 +63,20 @@ def score_models(models: Sequence[str | Path], photos: Sequence[Path] | None = N
     model's objective, with what its card says about how it was trained."""
     paths = [resolve_model(m) for m in models]
     ref = read_card(paths[0])
-    if "loss" not in ref or "train" not in ref:
+    if "loss" not in ref.data or not ref.train:
         raise InstyleError(f"{paths[0]}: the card has no loss or training record to score against")
     photo_files = list(photos) if photos else default_photos(ref)
-    vgg = ref["train"].get("vgg_weights", "imagenet")  # the loss network the first model trained against
-    criterion = PerceptualLoss(LossConfig.from_dict(ref["loss"]), weights=vgg).to(device)
-    criterion.set_style(load_style_tensor(style or style_file(ref), ref["train"].get("style_size", 256)).to(device))
+    vgg = ref.train.get("vgg_weights", "imagenet")  # the loss network the first model trained against
+    criterion = PerceptualLoss(LossConfig.from_dict(ref.data["loss"]), weights=vgg).to(device)
+    criterion.set_style(load_style_tensor(style or style_file(ref), ref.train.get("style_size", 256)).to(device))
     crops = center_crops(photo_files, size)
     rows = []
     for path in paths:
         model, card = load_model(path, device)
         with torch.no_grad():
             terms = loss_terms(criterion, run_model(model, crops), crops)
-        rows.append({"model": str(path), "steps": card.get("steps"), "wall_time_s": card.get("wall_time_s"),
-                     "machine": card.get("machine"), "photos": len(photo_files), "size": size,
+        rows.append({"model": str(path), "steps": card.steps or None, "wall_time_s": card.wall_time_s or None,
+                     "machine": card.data.get("machine"), "photos": len(photo_files), "size": size,
                      **{k: round(terms[k], 4) for k in MAIN_TERMS}})
     return rows
 

@@ -23,14 +23,15 @@ import torch
 from tqdm import tqdm
 
 from instyle.core.errors import InstyleError
-from instyle.core.files import sha256_file
+from instyle.core.files import refuse_overwriting, sha256_file
 from instyle.core.hardware import machine_description, pick_device
 from instyle.core.version import __version__
 from instyle.data.datasets import CropDataset, infinite_batches
 from instyle.losses.perceptual import PerceptualLoss, get_preset
 from instyle.models import create_model, set_style_index, single_style_state
-from instyle.models.modelfile import load_weights, read_card, save_model
-from instyle.training.checkpoints import load_checkpoint, save_checkpoint
+from instyle.models.card import ModelCard
+from instyle.models.modelfile import card_path, load_weights, read_card, save_model
+from instyle.training.checkpoints import load_checkpoint, read_checkpoint_state, save_checkpoint
 from instyle.training.config import TrainConfig, autocast, resolve_precision
 from instyle.training.distributed import (
     average_buffers,
@@ -73,8 +74,8 @@ def compiled_step_modules(net: torch.nn.Module, criterion: torch.nn.Module,
     return torch.compile(net, dynamic=False, mode=mode), torch.compile(criterion, dynamic=False, mode=mode)
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
-          on_log: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart: bool = False,
+          on_log: Callable[[dict[str, Any]], None] | None = None) -> ModelCard:
     """Train one style network; returns the model card that was written beside the weights.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) each process takes its slice of the same global batch
@@ -82,15 +83,30 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     rank 0 writes the log, checkpoints and the model, and every rank resumes from the checkpoint.
     """
     out_path, ckpt_path, log_path = cfg.paths()
+    cfg.validate()
     style_files = cfg.style_files()
     for f in style_files:
         if not Path(f).is_file():
             raise InstyleError(f"{f}: style image not found")
     n_styles = len(style_files)
-    if n_styles > 1:
-        if cfg.norm == "none":
-            raise InstyleError("several styles share one network through its norm layers; --norm none has none")
-        split_paths(cfg)  # refuse clashing names before training, not after
+    if n_styles > 1 and cfg.norm == "none":
+        raise InstyleError("several styles share one network through its norm layers; --norm none has none")
+    singles = split_paths(cfg) if n_styles > 1 else []  # refuse clashing names before training, not after
+    train_files, hold_files = content_split(cfg)
+    outputs = [out_path, card_path(out_path), ckpt_path, log_path, *singles, *map(card_path, singles)]
+    refuse_overwriting(outputs, [*style_files, *train_files, *hold_files, *([cfg.init] if cfg.init else [])])
+    if resume and restart:
+        raise InstyleError("--resume and --restart exclude each other")
+    if resume and not ckpt_path.is_file():
+        raise InstyleError(f"--resume: no checkpoint at {ckpt_path}")
+    if resume:
+        old = read_checkpoint_state(ckpt_path).get("config", {})
+        changed = [k for k in _RESUME_KEYS if k in old and old[k] != dataclasses.asdict(cfg)[k]]
+        if changed:
+            raise InstyleError(f"--resume: the checkpoint was made with different {', '.join(changed)}; "
+                               "use the same options, or --restart to discard it")
+    elif ckpt_path.is_file() and not restart:
+        raise InstyleError(f"{ckpt_path} holds an interrupted run: --resume continues it, --restart discards it")
     dist_info = init_from_env(pick_device(cfg.device))
     if cfg.cuda_graphs and dist_info.enabled:  # before any model, loss or data is built
         raise InstyleError("--cuda-graphs does not combine with torchrun (DDP's gradient all-reduce is not "
@@ -110,7 +126,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     guard = StepGuard(model.parameters(), cfg.lr, device, fp16=amp_dtype == torch.float16)
     opt = guard.opt
 
-    train_files, hold_files = content_split(cfg)
     dataset = CropDataset(train_files, cfg.size, seed=cfg.seed)
     hold = center_crops(hold_files, cfg.size) if hold_files and main else None
 
@@ -119,18 +134,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     if cfg.init and not resume:
         state.update(init_from_model(model, cfg))
     if resume:
-        if not ckpt_path.is_file():
-            raise InstyleError(f"--resume: no checkpoint at {ckpt_path}")
         state = load_checkpoint(ckpt_path, model, opt, best)
-        old = state.get("config", {})
-        changed = [k for k in _RESUME_KEYS if k in old and old[k] != dataclasses.asdict(cfg)[k]]
-        if changed:
-            raise InstyleError(f"--resume: the checkpoint was made with different {', '.join(changed)}")
         guard.restore(state.get("skipped", 0))
         if main:
             _truncate_log(log_path, state["step"])
-    elif log_path.exists() and main:
-        log_path.unlink()
+    elif main:
+        log_path.unlink(missing_ok=True)  # a new run (--restart, or none to continue) starts a new log
+        ckpt_path.unlink(missing_ok=True)
     state["config"] = dataclasses.asdict(cfg)
     state.setdefault("start", 0)  # checkpoints of earlier versions have none
     end = state["start"] + cfg.iters
@@ -214,12 +224,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         model.load_state_dict(best)  # a late loss spike or a noisy last step costs nothing
         state["weights_step"] = state["best"]["step"]
 
-    card = _model_card(cfg, loss_cfg.to_dict(), state, device, amp_dtype, len(train_files), len(hold_files))
+    card = ModelCard.from_dict(_model_card(cfg, loss_cfg.to_dict(), state, device, amp_dtype, len(train_files),
+                                           len(hold_files)), str(out_path))
     if main:
         save_model(model.cpu(), card, out_path)
         if n_styles > 1:
             for i, path in enumerate(split_paths(cfg)):
-                write_single_style(model, card, i, path)
+                write_single_style(model, card.data, i, path)
         if ckpt_path.exists():
             ckpt_path.unlink()
     barrier(dist_info)  # the model file exists for every rank once train() returns
@@ -263,13 +274,11 @@ def init_from_model(model: torch.nn.Module, cfg: TrainConfig) -> dict[str, Any]:
     if not path.is_file():
         raise InstyleError(f"--init: {path} not found")
     card = read_card(path)
-    load_weights(model, path, f"--init: {path} ({card.get('arch')}/{card.get('norm')}, "
-                              f"{len(card.get('styles', [0]))} style(s)) does not fit this run")
-    steps = int(card.get("steps", 0))
-    entries = card.get("styles") or [card.get("style", {})]
-    same = [e.get("sha256") for e in entries] == [sha256_file(f) for f in cfg.style_files()]
-    return {"step": steps, "start": steps, "elapsed": float(card.get("wall_time_s", 0.0)) if same else 0.0,
-            "holdout_curve": list(card.get("metrics", {}).get("holdout_curve", [])) if same else [],
+    load_weights(model, path, f"--init: {path} ({card.describe_net}) does not fit this run")
+    steps = card.steps
+    same = [e.get("sha256") for e in card.styles] == [sha256_file(f) for f in cfg.style_files()]
+    return {"step": steps, "start": steps, "elapsed": card.wall_time_s if same else 0.0,
+            "holdout_curve": list(card.metrics.get("holdout_curve", [])) if same else [],
             "init": {"file": path.name, "sha256": sha256_file(path), "steps": steps}}
 
 

@@ -15,58 +15,51 @@ from typing import Any
 from instyle.core.errors import InstyleError
 from instyle.core.files import sha256_file
 from instyle.data.fetch import default_data_dir, style_path
+from instyle.models.card import ModelCard
 from instyle.training.config import TrainConfig
 
-# TrainConfig field -> CLI flag of `instyle train`; fields without a flag must keep their defaults.
-_FLAGS = {
-    "arch": "--arch", "norm": "--norm", "loss": "--loss", "content_weight": "--content-weight",
-    "style_weight": "--style-weight", "tv_weight": "--tv-weight", "size": "--size", "style_size": "--style-size",
-    "batch": "--batch", "iters": "--iters", "lr": "--lr", "grad_clip": "--grad-clip", "seed": "--seed",
-    "precision": "--precision",
-    "device": "--device", "workers": "--workers", "holdout": "--holdout", "eval_every": "--eval-every",
-    "checkpoint_every": "--checkpoint-every", "warmup": "--warmup", "decay": "--decay", "keep_best": "--keep-best",
-    "compile": "--compile", "cuda_graphs": "--cuda-graphs",
-}
-_NOT_REPRODUCED = {"device", "workers", "precision", "compile", "cuda_graphs"}  # where it ran, not what it learned
+# Where a run ran rather than what it learned: a retrain takes this machine's values, not the card's.
+_MACHINE = {f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("machine")}
 
 
-def card_styles(card: dict[str, Any]) -> list[dict[str, Any]]:
-    """The style entries of a card: one for a single-style model, several for a joint one."""
-    return list(card["styles"]) if "styles" in card else [card["style"]]
+def _train_record(card: ModelCard) -> dict[str, Any]:
+    if not card.train:
+        raise InstyleError("this model card has no training record (train section); it cannot be retrained")
+    return card.train
 
 
-def _train_styles(card: dict[str, Any]) -> list[str]:
-    style = card["train"]["style"]
+def _train_styles(train: dict[str, Any]) -> list[str]:
+    style = train["style"]
     return [style] if isinstance(style, str) else list(style)
 
 
-def _joint_style_entries(card: dict[str, Any]) -> list[dict[str, Any]]:
+def _joint_style_entries(card: ModelCard) -> list[dict[str, Any]]:
     """Style entries of the run that made the card (a model split off a joint run names only its own)."""
-    if "joint" in card:
-        return list(card["joint"]["styles"])
-    return card_styles(card)
+    return list(card.joint["styles"]) if card.joint else list(card.styles)
 
 
-def _from_scratch(card: dict[str, Any]) -> dict[str, Any]:
+def _from_scratch(card: ModelCard) -> dict[str, Any]:
     """The card's training config as one run from scratch: a run continued with ``--init`` counts
     the steps of its whole chain (the intermediate model files are not shipped)."""
-    train = dict(card["train"])
+    train = dict(_train_record(card))
     if train.get("init"):
-        train.update(init=None, warmup=None, iters=card["steps"])
+        train.update(init=None, warmup=None, iters=card.steps)
     return train
 
 
-def train_command(card: dict[str, Any], output: str | None = None) -> str:
-    """The ``instyle train`` command line that reproduces the run (fetched styles by slug)."""
-    train = _from_scratch(card)
+def train_command(card: ModelCard, output: str | None = None, train: dict[str, Any] | None = None) -> str:
+    """The ``instyle train`` command line that reproduces the run (fetched styles by slug); ``train``
+    replaces the card's record (``instyle retrain`` prints what it will run)."""
+    train = _from_scratch(card) if train is None else train
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
     args = ["instyle", "train"]
-    for path in _train_styles(card):
+    for path in _train_styles(train):
         p = Path(path)
         fetched = p.parent.name in ("style", "texture")  # the layout of `instyle data fetch`
         args += ["--style", p.stem if fetched else str(p)]
-    for name, flag in _FLAGS.items():
-        if name in train and train[name] != defaults.get(name) and name not in _NOT_REPRODUCED:
+    for f in TrainConfig.flag_fields():
+        name, flag = f.name, TrainConfig.flag(f.name)
+        if name in train and train[name] != defaults.get(name) and name not in _MACHINE:
             args += [flag] if isinstance(train[name], bool) else [flag, str(train[name])]
     if train.get("style_scales"):
         args += ["--style-scales", *(str(v) for v in train["style_scales"])]
@@ -87,15 +80,13 @@ def fetched_style(entry: dict[str, Any], trained: str | Path | None = None, data
     return path
 
 
-def config_from_card(card: dict[str, Any], output: str | Path, content: str | Path | None = None,
+def config_from_card(card: ModelCard, output: str | Path, content: str | Path | None = None,
                      data_dir: Path | None = None, **overrides: Any) -> TrainConfig:
     """A ``TrainConfig`` that retrains the card's run on this machine, writing ``output``."""
-    if "train" not in card:
-        raise InstyleError("this model card has no training record (train section); it cannot be retrained")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    kw = {k: v for k, v in _from_scratch(card).items() if k in fields}
+    kw = {k: v for k, v in _from_scratch(card).items() if k in fields and k not in _MACHINE}
     styles = [str(fetched_style(entry, trained, data_dir))
-              for entry, trained in zip(_joint_style_entries(card), _train_styles(card), strict=True)]
+              for entry, trained in zip(_joint_style_entries(card), _train_styles(_train_record(card)), strict=True)]
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     kw.update(style=styles[0] if len(styles) == 1 else styles, output=str(output),
               content=str(content if content is not None else root / "content"))

@@ -23,11 +23,11 @@ def ship(model_path: str | Path, name: str, description: str, *, strength: float
     if not name.replace("-", "").isalnum() or name != name.lower():
         raise InstyleError(f"zoo names are lowercase letters, digits and dashes, got {name!r}")
     model, card = load_model(model_path)
-    card = {k: v for k, v in card.items() if k != "format"}
-    card.update(name=name, description=description, defaults={"strength": strength, "scale": scale},
+    shipped = {k: v for k, v in card.data.items() if k != "format"}
+    shipped.update(name=name, description=description, defaults={"strength": strength, "scale": scale},
                 command=train_command(card), retrain=f"instyle retrain {name} -o runs/retrain-{name}")
     if notes:
-        card["notes"] = notes
+        shipped["notes"] = notes
     out = Path(dest) / f"{name}.safetensors"
-    save_model(model, card, out, dtype=torch.float16)
+    save_model(model, shipped, out, dtype=torch.float16)
     return out

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from instyle.core.errors import InstyleError
+from instyle.models.card import ModelCard
 
 ZOO_DIR = Path(__file__).resolve().parent
 
 
-def list_styles() -> dict[str, dict[str, Any]]:
-    """Name -> model card, for every shipped style."""
+def list_styles() -> dict[str, ModelCard]:
+    """Name -> model card (the JSON beside each weights file, checked), for every shipped style."""
     out = {}
     for card in sorted(ZOO_DIR.glob("*.json")):
         if card.with_suffix(".safetensors").is_file():
-            out[card.stem] = json.loads(card.read_text())
+            out[card.stem] = ModelCard.from_json(card.read_text(), str(card))
     return out
 
 

@@ -26,13 +26,14 @@ from starlette.concurrency import run_in_threadpool
 
 from instyle.core.errors import InstyleError
 from instyle.core.version import __version__
+from instyle.data.demo_photos import DEMO_PHOTOS
 from instyle.data.images import ImageError, load_image
 from instyle.inference.stylizer import Stylizer
-from instyle.models.modelfile import card_defaults, read_card
+from instyle.models.modelfile import read_card
 from instyle.zoo import ZOO_DIR, list_styles
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-DEFAULT_MAX_PIXELS = 40_000_000  # a 40 MP photo is ~0.5 GB of float activations per layer: enough for a server
+MAX_SERVE_PIXELS = 40_000_000  # a 40 MP photo is ~0.5 GB of float activations per layer: enough for a server
 THUMB_SIDE = 160
 _CHUNK = 1 << 20
 
@@ -50,13 +51,9 @@ class StyleEntry:
     defaults: dict[str, float]  # the card's tuned strength and stroke scale
 
 
-def _title(card: dict[str, Any], fallback: str) -> str:
-    return str(card.get("style", {}).get("title") or card.get("name") or card.get("description") or fallback)
-
-
 def _thumbnail_photo() -> Image.Image:
     """The photo every thumbnail stylizes: a bundled demo photo, else a deterministic synthetic one."""
-    demo = sorted((ZOO_DIR.parent / "assets" / "demo").glob("*.jpg"))
+    demo = sorted(DEMO_PHOTOS.glob("*.jpg"))
     if demo:
         try:
             img = load_image(demo[0]).rgb
@@ -80,11 +77,11 @@ class StyleRegistry:
         self.backend = backend
         self.entries: dict[str, StyleEntry] = {}
         for name, card in list_styles().items():
-            self.entries[name] = StyleEntry(name, _title(card, name), ZOO_DIR / f"{name}.safetensors", True,
-                                             card_defaults(card))
+            self.entries[name] = StyleEntry(name, card.title, ZOO_DIR / f"{name}.safetensors", True,
+                                             card.defaults.as_dict())
         for name, path in (models or {}).items():
             card = read_card(path)  # fail at start-up, not on the first request
-            self.entries[name] = StyleEntry(name, _title(card, name), Path(path), False, card_defaults(card))
+            self.entries[name] = StyleEntry(name, card.title, Path(path), False, card.defaults.as_dict())
         self._stylizers: dict[str, Any] = {}
         self._thumbs: dict[str, bytes] = {}
         self._lock = threading.Lock()
@@ -142,7 +139,7 @@ def _run(registry: StyleRegistry, style: str, data: bytes, max_pixels: int, fmt:
     return buf.getvalue()
 
 
-def create_app(models: dict[str, Path] | None = None, max_upload_mb: float = 20, max_pixels: int = DEFAULT_MAX_PIXELS,
+def create_app(models: dict[str, Path] | None = None, max_upload_mb: float = 20, max_pixels: int = MAX_SERVE_PIXELS,
                device: str = "auto", backend: str = "auto", max_concurrency: int = 2) -> FastAPI:
     """The FastAPI app; ``models`` (name -> .safetensors) are offered next to the shipped styles."""
     registry = StyleRegistry(models, device=device, backend=backend)
