@@ -18,7 +18,7 @@ import copy
 import json
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +30,12 @@ from instyle.inference.backends import psnr, sample_image
 from instyle.inference.rewrites import fold_upsampling, space_to_depth_convs, widen_thin_convs
 from instyle.models.clamped import ClampedGenerator
 from instyle.models.modelfile import load_model
-from instyle.models.norms import Norm2d
+from instyle.models.norms import fused_instance_norm
 
 
-@contextlib.contextmanager
-def norm_kernel(name: str) -> Iterator[None]:
+def norm_kernel(name: str) -> contextlib.AbstractContextManager[None]:
     """``fused``: ``instance_norm_eval`` (one var_mean + one multiply-add); ``aten``: ``F.instance_norm``."""
-    before = Norm2d.fused_eval
-    Norm2d.fused_eval = name == "fused"
-    try:
-        yield
-    finally:
-        Norm2d.fused_eval = before
+    return fused_instance_norm(name == "fused")
 
 
 # A variant's name lists its choices, joined by "-": "eager" or "compile" first, then the dtype (fp32,

@@ -40,8 +40,16 @@ def snapshot(paths: Iterable[Path]) -> dict[Path, str | None]:
 
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """``cli(*argv)`` -> Outcome; the cache points into the test's folder."""
-    monkeypatch.setenv("INSTYLE_CACHE", str(tmp_path / "cache"))
+    """``cli(*argv)`` -> Outcome; the cache points into the test's folder, sharing only the VGG16
+    weights that ``make test`` prepared (tests never download them)."""
+    from instyle.core.files import cache_dir
+
+    weights = cache_dir() / "weights"
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    if weights.is_dir():
+        (cache / "weights").symlink_to(weights, target_is_directory=True)
+    monkeypatch.setenv("INSTYLE_CACHE", str(cache))
 
     def run(*argv: str | Path) -> Outcome:
         capsys.readouterr()

@@ -24,11 +24,33 @@ with IN frozen to running statistics, or BN with per-image statistics, without r
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# Per-image statistics at test time via one var_mean reduction and one fused scale/shift
+# (``instance_norm_eval``) instead of ``F.instance_norm``, which runs batch norm over a
+# (1, N*C, H, W) view. None: on CUDA only, where the whole network at 4K ran 1.77x faster in
+# fp16 (81 -> 46 ms) and 1.11x in fp32 (docs/benchmarks.md); on the CPU it was no faster.
+_FUSED_EVAL: contextvars.ContextVar[bool | None] = contextvars.ContextVar("instyle_fused_eval", default=None)
+
+
+@contextlib.contextmanager
+def fused_instance_norm(enabled: bool | None) -> Iterator[None]:
+    """Within the block, eval-mode instance norm uses the fused kernel (True), ATen's (False) or the
+    device's default (None); the previous choice comes back afterwards, also on error, and other
+    threads are not affected (a context variable, not a class attribute flipped by hand)."""
+    token = _FUSED_EVAL.set(enabled)
+    try:
+        yield
+    finally:
+        _FUSED_EVAL.reset(token)
+
 
 NORM_KINDS = ("batch", "instance", "instance-running", "none")
 Stats = Literal["batch", "instance", "running"]
@@ -42,12 +64,6 @@ class Norm2d(nn.Module):
     Affine weights start U(0, 1) and biases at 0 for every kind, as in texture_nets and
     fast-neural-style, so a BN-vs-IN comparison differs only in the statistics.
     """
-
-    # Per-image statistics at test time via one var_mean reduction and one fused scale/shift
-    # (``instance_norm_eval``) instead of ``F.instance_norm``, which runs batch norm over a
-    # (1, N*C, H, W) view. None: on CUDA only, where the whole network at 4K ran 1.77x faster in
-    # fp16 (81 -> 46 ms) and 1.11x in fp32 (docs/benchmarks.md); on the CPU it was no faster.
-    fused_eval: bool | None = None
 
     def __init__(self, channels: int, kind: str = "instance", eps: float = 1e-5, momentum: float = 0.1,
                  styles: int = 1):
@@ -109,7 +125,8 @@ class Norm2d(nn.Module):
             if self.training and _distributed():
                 return _synced_batch_norm(x, rm, rv, weight, bias, self.momentum, self.eps)
             return F.batch_norm(x, rm, rv, weight, bias, True, self.momentum, self.eps)
-        fused = self.fused_eval if self.fused_eval is not None else x.is_cuda
+        choice = _FUSED_EVAL.get()
+        fused = choice if choice is not None else x.is_cuda
         if fused and not self.training:
             return instance_norm_eval(x, weight, bias, self.eps)
         return F.instance_norm(x, rm, rv, weight, bias, True, self.momentum, self.eps)
