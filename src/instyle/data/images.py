@@ -29,6 +29,7 @@ __all__ = [
     "SAVE_FORMATS",
     "ImageError",
     "LoadedImage",
+    "ensure_none_is_input",
     "ensure_not_input",
     "list_images",
     "load_image",
@@ -246,23 +247,37 @@ def load_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
                        bits=bits, icc_profile=icc)
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
+def _file_id(p: Path) -> tuple[int, int] | None:
     try:
-        return os.path.samefile(a, b)  # hard links, bind mounts, case-insensitive file systems
+        st = os.stat(p)
     except OSError:
-        return False
+        return None
+    return st.st_dev, st.st_ino
+
+
+def ensure_none_is_input(outputs: Iterable[str | os.PathLike[str]], inputs: Iterable[str | os.PathLike[str]]) -> None:
+    """Raise ImageError if any output is one of ``inputs``: results must never replace the originals.
+
+    Compared by resolved path and by (device, inode), so hard links, bind mounts and case-insensitive
+    file systems are caught too; one pass over each list, so a 10 000-image folder is checked at once.
+    """
+    resolved: dict[str, Path] = {}
+    ids: dict[tuple[int, int], Path] = {}
+    for src in map(Path, inputs):
+        resolved.setdefault(str(src.resolve()), src)
+        fid = _file_id(src)
+        if fid is not None:
+            ids.setdefault(fid, src)
+    for out in map(Path, outputs):
+        fid = _file_id(out)
+        src = resolved.get(str(out.resolve())) or (ids.get(fid) if fid is not None else None)
+        if src is not None:
+            raise ImageError(f"{out}: refusing to overwrite an input image ({src}); choose another output path")
 
 
 def ensure_not_input(out_path: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]]) -> None:
     """Raise ImageError if ``out_path`` is one of ``inputs``: results must never replace the originals."""
-    out = Path(out_path)
-    for src in inputs:
-        if _same_file(out, Path(src)):
-            raise ImageError(
-                f"{out}: refusing to overwrite an input image ({src}); choose another output path"
-            )
+    ensure_none_is_input([out_path], inputs)
 
 
 def save_image(
