@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from instyle.core.errors import InstyleError
+
 
 def cache_dir() -> Path:
     """``$INSTYLE_CACHE`` or ``~/.cache/instyle``: downloaded weights and data live here, never in the repo."""
@@ -48,6 +50,24 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def check_output_path(path: str | os.PathLike[str]) -> Path:
+    """Refuse, with one line, an output that cannot be written: an existing folder, or a folder
+    where no file can be created (read-only, permission denied). Checked by creating and removing
+    a temporary file, because permission bits lie (root, read-only mounts, ACLs)."""
+    dest = Path(path)
+    if dest.is_dir():
+        raise InstyleError(f"{dest}: is a folder; give the name of the file to write")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=".tmp", dir=dest.parent)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise InstyleError(f"{dest}: cannot write to {dest.parent} ({reason.lower()})") from None
+    return dest
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
