@@ -253,7 +253,7 @@ def create_app(models: dict[str, Path] | None = None, max_upload_mb: float = 20,
             result = await run_in_threadpool(limited, _run, registry, style, data, max_pixels, format, controls)
         except InstyleError as exc:
             raise HTTPException(500, f"stylization failed: {exc}") from None
-        stem = Path((image.filename or "image").replace("\\", "/").rsplit("/", 1)[-1]).stem or "image"
+        stem = Path((image.filename or "image").replace("\\", "/").rsplit("/", 1)[-1]).stem[:100] or "image"
         ext = "png" if format == "png" else "jpg"
         return Response(result, media_type=f"image/{format}",
                         headers={"Content-Disposition": content_disposition(f"{stem}-{style}.{ext}")})

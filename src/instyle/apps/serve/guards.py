@@ -177,7 +177,10 @@ def content_disposition(filename: str, disposition: str = "inline") -> str:
     """A header any client can parse for any file name: an ASCII ``filename`` (unsafe characters as
     ``_``) plus RFC 5987 ``filename*=UTF-8''…`` with the real name. HTTP headers are Latin-1, so a
     name like ``写真.png`` put in raw makes the server fail after the work is done."""
-    name = "".join(ch for ch in filename if ch.isprintable())[:150] or "image"
+    name = "".join(ch for ch in filename if ch.isprintable()) or "image"
+    if len(name) > 150:  # keep the extension: it says what the file is
+        stem, dot, ext = name.rpartition(".")
+        name = stem[: 149 - len(ext)] + dot + ext if dot and len(ext) <= 10 else name[:150]
     fallback = re.sub(r"[^A-Za-z0-9._ ()+-]", "_", name).strip(" .") or "image"
     encoded = urllib.parse.quote(name, safe=_ATTR_CHARS)
     return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
