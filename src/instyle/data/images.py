@@ -213,6 +213,8 @@ def load_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
         raise ImageError(f"{name}: is a directory, not an image")
     if not p.exists():
         raise ImageError(f"{name}: file not found")
+    if not p.is_file():  # a FIFO or device would block the decoder forever, or stream without end
+        raise ImageError(f"{name}: not a regular file")
     try:
         with _open_header(p) as im:
             w, h = im.size

@@ -183,6 +183,8 @@ def plan_outputs(inputs: Sequence[str | Path], output: str | Path, suffix: str |
         # inputs in formats we read but don't write (GIF, PPM…) come out as PNG
         pairs = [(s, d if d.suffix.lower() in SAVE_FORMATS else d.with_suffix(".png")) for s, d in pairs]
     pairs = _dedupe(pairs)
+    if not pairs:  # exit 0 after doing nothing would read as success
+        raise InstyleError(f"no images found in {', '.join(map(str, inputs))}")
     _refuse_clashes(pairs, suffix)
     ensure_none_is_input([d for _, d in pairs], [s for s, _ in pairs])
     return pairs
