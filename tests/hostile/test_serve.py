@@ -348,6 +348,7 @@ def test_zz_server_survived_with_bounded_memory(server: Server) -> None:
     """Runs last in this module: alive after every attack above, and its peak RSS within the ceiling."""
     assert server.alive()
     peak = _kb(server.proc.pid, "VmHWM")
+    print(f"server RSS: {server.baseline_kb // 1024} MB warmed up, peak {peak // 1024} MB")  # shown with -s
     assert peak - server.baseline_kb < RSS_CEILING_MB * 1024, (
         f"peak RSS {peak // 1024} MB, {(peak - server.baseline_kb) // 1024} MB over the warmed-up server")
     assert server.spooled_bytes() == 0
