@@ -179,3 +179,20 @@ def test_api_scale_bomb_is_refused_before_allocating(model_file: Path) -> None:
     with pytest.raises(ImageError, match="pixel limit"):
         stylizer(Image.new("RGB", (1000, 1000)), scale=0.5)
     assert stylizer(Image.new("RGB", (40, 30)), scale=0.5, max_pixels=None).size == (40, 30)
+
+
+def test_unwritable_output_folder_is_one_line_before_any_work(cli, model_file: Path, tmp_path: Path) -> None:
+    from tests.hostile.test_export import unwritable_dir
+
+    files = [_img(tmp_path / "in" / f"p{i}.png", seed=i) for i in range(3)]
+    before = snapshot(files)
+    assert_refused(cli("stylize", tmp_path / "in", "-m", model_file, "-o", unwritable_dir(tmp_path) / "out"),
+                   says="cannot write", unchanged=before)
+
+
+def test_output_folder_that_is_a_file_is_one_line(cli, model_file: Path, tmp_path: Path) -> None:
+    files = [_img(tmp_path / "in" / f"p{i}.png", seed=i) for i in range(2)]
+    (tmp_path / "notes").write_text("keep me")
+    before = snapshot([*files, tmp_path / "notes"])
+    assert_refused(cli("stylize", tmp_path / "in", "-m", model_file, "-o", tmp_path / "notes"), says="is a file",
+                   unchanged=before)

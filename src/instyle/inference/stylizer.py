@@ -21,6 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from instyle.core.errors import InstyleError
+from instyle.core.files import check_output_path
 from instyle.core.hardware import pick_device
 from instyle.data.images import (
     DEFAULT_MAX_PIXELS,
@@ -41,6 +42,9 @@ from instyle.inference.tiling import AUTO_TILE_PIXELS, DEFAULT_OVERLAP, DEFAULT_
 from instyle.models.clamped import ClampedGenerator
 from instyle.models.modelfile import card_defaults, load_model
 from instyle.zoo import resolve_model
+
+# Modes whose ICC profile describes RGB, so it stays right on the RGB result (not grey or CMYK ones).
+_RGB_PROFILE_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA"})
 
 
 class Stylizer:
@@ -129,8 +133,8 @@ class Stylizer:
         out = tensor_to_pil(self.stylize_tensor(pil_to_tensor(rgb), **controls))
         if alpha is not None:
             out.putalpha(alpha)
-        if image.info.get("icc_profile"):  # Pillow's PNG/JPEG/WebP/TIFF writers embed it on save
-            out.info["icc_profile"] = image.info["icc_profile"]
+        if image.info.get("icc_profile") and image.mode in _RGB_PROFILE_MODES:
+            out.info["icc_profile"] = image.info["icc_profile"]  # Pillow's PNG/JPEG/WebP/TIFF writers embed it
         return out
 
 
@@ -170,6 +174,8 @@ def plan_outputs(inputs: Sequence[str | Path], output: str | Path, suffix: str |
     else:
         if out.suffix.lower() in IMAGE_EXTENSIONS and not out.is_dir():
             raise InstyleError(f"{out}: several inputs need an output folder, not a file name")
+        if out.exists() and not out.is_dir():
+            raise InstyleError(f"{out}: is a file; the output for these inputs must be a folder")
         pairs = []
         for item in inputs:
             src = Path(item)
@@ -235,6 +241,8 @@ def stylize_paths(stylizer: Stylizer, inputs: Sequence[str | Path], output: str 
     reported via ``warn``) and skipped. ``max_pixels`` bounds the decoded image and, after the
     stroke scale, what the network sees. ``report.written`` lists each file written, once."""
     pairs = plan_outputs(inputs, output, suffix)
+    for dst in {d.parent: d for _, d in pairs if not d.is_dir()}.values():  # one output per folder
+        check_output_path(dst)  # an unwritable output folder is one line before any work, not one per image
     report = StylizeReport()
     for src, dst in tqdm(pairs, disable=not progress or len(pairs) < 2, unit="img"):
         try:

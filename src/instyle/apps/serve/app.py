@@ -170,7 +170,8 @@ def _server_reason(exc: ImageError) -> str:
     reason = str(exc)
     if reason.startswith("/") or "instyle-upload-" in reason.split(": ", 1)[0]:
         reason = reason.split(": ", 1)[-1]  # the private temp file's name means nothing to the client
-    return reason.replace("raise it with --max-pixels", "the server refuses it")
+    return reason.replace(", or raise it with --max-pixels", "").replace("raise it with --max-pixels",
+                                                                          "the server refuses it")
 
 
 def create_app(models: dict[str, Path] | None = None, max_upload_mb: float = 20, max_pixels: int = DEFAULT_MAX_PIXELS,
