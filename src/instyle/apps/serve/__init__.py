@@ -29,19 +29,16 @@ def listen(host: str, port: int) -> socket.socket:
     """Bind the listening socket ourselves, so a busy port or an unknown host is one clear line
     before start-up (uvicorn would log its own error and exit), and there is no race with uvicorn."""
     check_port(port)
-    try:
-        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                         flags=socket.AI_PASSIVE)[0]
-    except (socket.gaierror, UnicodeError) as exc:
-        raise InstyleError(f"--host {host!r}: not an address this machine can listen on ({exc})") from None
-    sock = socket.socket(family, kind, proto)
+    # The family rule is uvicorn's own, so "localhost" means 127.0.0.1 here as it does there.
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is fine
-        sock.bind(addr)
+        sock.bind((host, port))
         sock.listen(2048)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:  # busy port, not this machine's address, unknown host name
         sock.close()
-        raise InstyleError(f"cannot listen on {host}:{port} ({(exc.strerror or str(exc)).lower()})") from None
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise InstyleError(f"cannot listen on {host}:{port} ({reason.lower()})") from None
     sock.set_inheritable(True)
     return sock
 
