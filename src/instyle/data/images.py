@@ -21,7 +21,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from instyle.core.errors import InstyleError
-from instyle.core.files import atomic_path
+from instyle.core.files import atomic_path, refuse_overwriting
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -29,6 +29,7 @@ __all__ = [
     "SAVE_FORMATS",
     "ImageError",
     "LoadedImage",
+    "ensure_none_is_input",
     "ensure_not_input",
     "list_images",
     "load_image",
@@ -212,6 +213,8 @@ def load_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
         raise ImageError(f"{name}: is a directory, not an image")
     if not p.exists():
         raise ImageError(f"{name}: file not found")
+    if not p.is_file():  # a FIFO or device would block the decoder forever, or stream without end
+        raise ImageError(f"{name}: not a regular file")
     try:
         with _open_header(p) as im:
             w, h = im.size
@@ -246,23 +249,14 @@ def load_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
                        bits=bits, icc_profile=icc)
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return os.path.samefile(a, b)  # hard links, bind mounts, case-insensitive file systems
-    except OSError:
-        return False
+def ensure_none_is_input(outputs: Iterable[str | os.PathLike[str]], inputs: Iterable[str | os.PathLike[str]]) -> None:
+    """Raise ImageError if any output is one of ``inputs``: results must never replace the originals."""
+    refuse_overwriting(outputs, inputs, what="an input image", error=ImageError)
 
 
 def ensure_not_input(out_path: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]]) -> None:
     """Raise ImageError if ``out_path`` is one of ``inputs``: results must never replace the originals."""
-    out = Path(out_path)
-    for src in inputs:
-        if _same_file(out, Path(src)):
-            raise ImageError(
-                f"{out}: refusing to overwrite an input image ({src}); choose another output path"
-            )
+    ensure_none_is_input([out_path], inputs)
 
 
 def save_image(

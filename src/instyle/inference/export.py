@@ -21,13 +21,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from instyle.core.errors import InstyleError
-from instyle.core.files import atomic_path, atomic_write_text, sha256_file
+from instyle.core.files import atomic_path, atomic_write_text, check_output_path, refuse_overwriting, sha256_file
+from instyle.models import modelfile
 from instyle.models.clamped import ClampedGenerator
 from instyle.models.modelfile import load_model
 from instyle.zoo import resolve_model
 
 FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 17
+# Opset 11 is the first whose Pad takes the pad amounts as an input (the wrapper computes them);
+# the top is what this torch's exporter knows.
+MIN_OPSET = 11
+try:
+    from torch.onnx._constants import ONNX_MAX_OPSET as MAX_OPSET
+except ImportError:  # a torch that moved its constants: the opset the TorchScript exporter has long supported
+    MAX_OPSET = 20
 
 
 def _round_up(n: Any, multiple: int, min_size: int) -> Any:
@@ -84,26 +92,45 @@ def export_card_path(output: str | Path) -> Path:
     return out.with_name(out.name + ".json")
 
 
+def check_export_paths(model_path: Path, output: Path) -> None:
+    """Neither the exported file nor its card may land on the model or the model's own card."""
+    refuse_overwriting([output, export_card_path(output)], [model_path, modelfile.card_path(model_path)],
+                       what="the model being exported")
+
+
 def export_model(model: str | Path, output: str | Path, fmt: str = "onnx", *, example_size: int = 96,
                  opset: int = ONNX_OPSET) -> dict[str, Any]:
-    """Export a model file or shipped style; writes ``output`` and ``export_card_path(output)``."""
+    """Export a model file or shipped style; writes ``output`` and ``export_card_path(output)``.
+
+    Everything that can be refused is refused before the model is even loaded: the format, the
+    opset, an output that is the model (or its card), a folder, or a place that cannot be written.
+    """
     if fmt not in FORMATS:
         raise InstyleError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "onnx" and (isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET):
+        raise InstyleError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET} for this export, got {opset}")
     out = Path(output)
-    generator, model_card = load_model(resolve_model(model))
+    model_path = resolve_model(model)
+    check_export_paths(Path(model_path), out)
+    check_output_path(out)
+    check_output_path(export_card_path(out))
+    generator, model_card = load_model(model_path)
     module = ClampedGenerator(generator).eval()
     multiple, min_size = size_multiple(module)
     wrapper = ExportWrapper(module, multiple, min_size).eval()
     example = torch.rand(1, 3, example_size, example_size)
-    with atomic_path(out) as tmp, warnings.catch_warnings():
-        # The tracer warns about the generator's Python-level pad checks; the wrapper makes them no-ops.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        if fmt == "onnx":
-            _export_onnx(wrapper, example, tmp, opset)
-        else:
-            with torch.no_grad():
-                traced = torch.jit.trace(wrapper, example, check_trace=False)
-            traced.save(str(tmp))
+    try:
+        with atomic_path(out) as tmp, warnings.catch_warnings():
+            # The tracer warns about the generator's Python-level pad checks; the wrapper makes them no-ops.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            if fmt == "onnx":
+                _export_onnx(wrapper, example, tmp, opset)
+            else:
+                with torch.no_grad():
+                    traced = torch.jit.trace(wrapper, example, check_trace=False)
+                traced.save(str(tmp))
+    except OSError as exc:  # the disk filled up or the folder went away while exporting
+        raise InstyleError(f"{out}: could not write the export ({exc.strerror or exc})") from None
     card = {
         "format": "instyle-export/1",
         "export_format": fmt,
@@ -117,7 +144,11 @@ def export_model(model: str | Path, output: str | Path, fmt: str = "onnx", *, ex
         "python": platform.python_version(),
         "model": model_card.data,
     }
-    atomic_write_text(export_card_path(out), json.dumps(card, indent=2) + "\n")
+    card_file = export_card_path(out)
+    try:
+        atomic_write_text(card_file, json.dumps(card, indent=2) + "\n")
+    except OSError as exc:
+        raise InstyleError(f"{card_file}: could not write the export's card ({exc.strerror or exc})") from None
     return card
 
 

@@ -1,14 +1,18 @@
 """Stylizing images and folders with a trained generator.
 
 ``Stylizer`` is the Python API; ``stylize_paths`` is what the CLI runs: each bad input gets one
-line and is skipped, outputs are written atomically and never onto an input.
+line and is skipped, outputs are written atomically and never onto an input. The whole plan is
+checked before any work starts: two inputs that would write the same output, or an output that is
+an input, stop the run with one line instead of silently losing a result halfway through.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 import torch
@@ -17,13 +21,14 @@ from torch import nn
 from tqdm import tqdm
 
 from instyle.core.errors import InstyleError
+from instyle.core.files import check_output_path
 from instyle.core.hardware import pick_device
 from instyle.data.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     SAVE_FORMATS,
     ImageError,
-    ensure_not_input,
+    ensure_none_is_input,
     list_images,
     load_image,
     pil_to_tensor,
@@ -39,14 +44,19 @@ from instyle.models.clamped import ClampedGenerator
 from instyle.models.modelfile import load_model
 from instyle.zoo import resolve_model
 
+# Modes whose ICC profile describes RGB, so it stays right on the RGB result (not grey or CMYK ones).
+_RGB_PROFILE_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA"})
+
 
 class Stylizer:
     """A loaded style: call it on a PIL image, or use ``.module`` as a plain ``nn.Module``."""
 
     def __init__(self, generator: nn.Module, card: ModelCard | None = None, device: str = "auto",
-                 backend: str = "auto", tile: int | None = None):
+                 backend: str = "auto", tile: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS):
         """``backend``: see ``instyle.inference.backends`` (``auto`` picks the fastest path validated on this model).
-        ``tile``: tile side for large images (``None``: only above ``AUTO_TILE_PIXELS``; 0: never)."""
+        ``tile``: tile side for large images (``None``: only above ``AUTO_TILE_PIXELS``; 0: never).
+        ``max_pixels``: the most pixels the network may be asked to stylize *after* the stroke
+        scale is applied (``scale`` 0.1 multiplies them by 100); ``None``: no limit."""
         if backend not in BACKENDS:
             raise InstyleError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if tile is not None and tile != 0 and tile <= 2 * DEFAULT_OVERLAP:
@@ -56,13 +66,14 @@ class Stylizer:
         self.module = ClampedGenerator(generator).to(self.device).eval()
         self.backend = backend
         self.tile = tile
+        self.max_pixels = max_pixels
         self._runner: Runner | None = None
 
     @classmethod
     def load(cls, name_or_path: str | Path, device: str = "auto", backend: str = "auto",
-             tile: int | None = None) -> Stylizer:
+             tile: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Stylizer:
         generator, card = load_model(resolve_model(name_or_path))
-        return cls(generator, card, device=device, backend=backend, tile=tile)
+        return cls(generator, card, device=device, backend=backend, tile=tile, max_pixels=max_pixels)
 
     @property
     def runner(self) -> Runner:
@@ -96,20 +107,24 @@ class Stylizer:
 
     @torch.inference_mode()
     def stylize_tensor(self, x: torch.Tensor, *, strength: float | None = None, preserve_colors: bool = False,
-                       scale: float | None = None) -> torch.Tensor:
+                       scale: float | None = None, max_pixels: int | EllipsisType | None = ...) -> torch.Tensor:
         """(N, 3, H, W) or (3, H, W) in [0, 1] -> the same shape, on the input's device.
 
         ``strength`` blends with the photo, ``preserve_colors`` keeps the photo's chroma, ``scale``
         > 1 makes brush strokes larger by stylizing a smaller copy and resizing back. ``None``: the
-        value in the model card's ``defaults`` (1.0 where it has none).
+        value in the model card's ``defaults`` (1.0 where it has none). ``max_pixels`` overrides
+        the Stylizer's bound on the pixels the network sees (``...``: keep it); a larger job
+        raises ``ImageError`` before any memory is allocated for it.
         """
         strength = self.defaults.strength if strength is None else strength
         scale = self.defaults.scale if scale is None else scale
         check_scale(scale)
         single = x.dim() == 3
+        h, w = x.shape[-2:]
+        size = scaled_size(h, w, scale) if scale != 1.0 else (h, w)
+        check_scaled_pixels((h, w), size, scale, self.max_pixels if max_pixels is ... else max_pixels)
         photo = (x.unsqueeze(0) if single else x).to(self.device, torch.float32)
-        h, w = photo.shape[-2:]
-        small = resize(photo, scaled_size(h, w, scale)) if scale != 1.0 else photo
+        small = resize(photo, size) if scale != 1.0 else photo
         y = resize(self._run(small), (h, w))
         if preserve_colors:
             y = preserve_color(y, photo)
@@ -124,7 +139,21 @@ class Stylizer:
         out = tensor_to_pil(self.stylize_tensor(pil_to_tensor(rgb), **controls))
         if alpha is not None:
             out.putalpha(alpha)
+        if image.info.get("icc_profile") and image.mode in _RGB_PROFILE_MODES:
+            out.info["icc_profile"] = image.info["icc_profile"]  # Pillow's PNG/JPEG/WebP/TIFF writers embed it
         return out
+
+
+def check_scaled_pixels(size: tuple[int, int], scaled: tuple[int, int], scale: float, max_pixels: int | None) -> None:
+    """Refuse a job whose *scaled* size is over ``max_pixels``: the bound that matters is what the
+    network computes on, and a small stroke scale multiplies it (0.1 turns 4 MP into 400 MP)."""
+    if max_pixels is None or scaled[0] * scaled[1] <= max_pixels:
+        return
+    (h, w), (sh, sw) = size, scaled
+    raise ImageError(
+        f"{w}x{h} at scale {scale:g} means stylizing {sw}x{sh} pixels, over the pixel limit of {max_pixels}; "
+        "use a larger scale, or raise it with --max-pixels"
+    )
 
 
 @dataclass
@@ -135,43 +164,100 @@ class StylizeReport:
 
 def plan_outputs(inputs: Sequence[str | Path], output: str | Path, suffix: str | None = None
                  ) -> list[tuple[Path, Path]]:
-    """Pair each input image with its output path.
+    """Pair each input image with its output path, or refuse the whole plan with one line.
 
     One input file and an output with an image extension: that file. Otherwise ``output`` is a
-    folder; files keep their names (folders keep their layout), with ``suffix`` if given.
+    folder: files named directly keep their names, images found in a folder keep their path
+    relative to it (sub-folders are mirrored), with ``suffix`` as the extension if given. Images
+    already inside the output folder are not inputs (so a rerun does not stylize its own results).
+    Refused before any work: two inputs that would write the same file (``d1/x.png d2/x.png``, or
+    ``x.png x.jpg --format jpg``) and an output that is one of the inputs.
     """
     out = Path(output)
-    pairs: list[tuple[Path, Path]] = []
     single_file = len(inputs) == 1 and not Path(inputs[0]).is_dir() and out.suffix.lower() in IMAGE_EXTENSIONS
     if single_file:
-        return [(Path(inputs[0]), out)]
-    if out.suffix.lower() in IMAGE_EXTENSIONS and not out.is_dir():
-        raise InstyleError(f"{out}: several inputs need an output folder, not a file name")
-    for item in inputs:
-        src = Path(item)
-        if src.is_dir():
-            for f in list_images([src]):
-                rel = f.relative_to(src)
-                pairs.append((f, (out / rel).with_suffix(suffix or f.suffix)))
-        else:
-            pairs.append((src, out / (src.stem + (suffix or src.suffix))))
-    # inputs in formats we read but don't write (GIF, PPM…) come out as PNG
-    return [(s, d if d.suffix.lower() in SAVE_FORMATS else d.with_suffix(".png")) for s, d in pairs]
+        pairs = [(Path(inputs[0]), out)]
+    else:
+        if out.suffix.lower() in IMAGE_EXTENSIONS and not out.is_dir():
+            raise InstyleError(f"{out}: several inputs need an output folder, not a file name")
+        if out.exists() and not out.is_dir():
+            raise InstyleError(f"{out}: is a file; the output for these inputs must be a folder")
+        pairs = []
+        for item in inputs:
+            src = Path(item)
+            if src.is_dir():
+                for f in list_images([src]):
+                    if _strictly_inside(f, out, src):
+                        continue
+                    pairs.append((f, (out / f.relative_to(src)).with_suffix(suffix or f.suffix)))
+            else:
+                pairs.append((src, out / (src.stem + (suffix or src.suffix))))
+        # inputs in formats we read but don't write (GIF, PPM…) come out as PNG
+        pairs = [(s, d if d.suffix.lower() in SAVE_FORMATS else d.with_suffix(".png")) for s, d in pairs]
+    pairs = _dedupe(pairs)
+    if not pairs:  # exit 0 after doing nothing would read as success
+        raise InstyleError(f"no images found in {', '.join(map(str, inputs))}")
+    _refuse_clashes(pairs, suffix)
+    ensure_none_is_input([d for _, d in pairs], [s for s, _ in pairs])
+    return pairs
+
+
+def _key(path: Path) -> str:
+    return os.path.normcase(os.path.abspath(path))
+
+
+def _strictly_inside(f: Path, out: Path, src: Path) -> bool:
+    """``f`` lies in the output folder, and that folder is inside (not equal to) the input folder."""
+    o, s, p = _key(out), _key(src), _key(f)
+    return o != s and o.startswith(s + os.sep) and p.startswith(o + os.sep)
+
+
+def _dedupe(pairs: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
+    """The same file reached twice (``dir dir/x.png``, or a folder given twice) is done once."""
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for s, d in pairs:
+        k = (os.path.realpath(s), _key(d))
+        if k not in seen:
+            seen.add(k)
+            kept.append((s, d))
+    return kept
+
+
+def _refuse_clashes(pairs: list[tuple[Path, Path]], suffix: str | None) -> None:
+    by_dst: dict[str, list[tuple[Path, Path]]] = {}
+    for s, d in pairs:
+        by_dst.setdefault(_key(d), []).append((s, d))
+    clashes = [group for group in by_dst.values() if len(group) > 1]
+    if not clashes:
+        return
+    first = clashes[0]
+    names = " and ".join(str(s) for s, _ in first[:2]) + (f" (+{len(first) - 2} more)" if len(first) > 2 else "")
+    more = f"; {len(clashes) - 1} more output names clash too" if len(clashes) > 1 else ""
+    hint = "give them different names or separate output folders"
+    if suffix or any(s.suffix.lower() != d.suffix.lower() for s, d in first):
+        hint = "they differ only in extension: drop --format, rename one, or use separate output folders"
+    raise InstyleError(f"{first[0][1]}: {names} would both be written here{more}; nothing was stylized ({hint})")
 
 
 def stylize_paths(stylizer: Stylizer, inputs: Sequence[str | Path], output: str | Path, *,
                   suffix: str | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                   progress: bool = True, warn: Any = None, **controls: Any) -> StylizeReport:
-    """Stylize files and folders; failures are collected (and reported via ``warn``), never fatal."""
+    """Stylize files and folders; a bad plan raises before any work, a bad image is collected (and
+    reported via ``warn``) and skipped. ``max_pixels`` bounds the decoded image and, after the
+    stroke scale, what the network sees. ``report.written`` lists each file written, once."""
     pairs = plan_outputs(inputs, output, suffix)
-    all_inputs: Iterable[Path] = [src for src, _ in pairs]
+    for dst in {d.parent: d for _, d in pairs if not d.is_dir()}.values():  # one output per folder
+        check_output_path(dst)  # an unwritable output folder is one line before any work, not one per image
     report = StylizeReport()
     for src, dst in tqdm(pairs, disable=not progress or len(pairs) < 2, unit="img"):
         try:
-            ensure_not_input(dst, all_inputs)
             loaded = load_image(src, max_pixels=max_pixels)
-            result = stylizer(loaded.rgb, **controls)
-            save_image(result, dst, alpha=loaded.alpha)
+            try:
+                result = stylizer(loaded.rgb, max_pixels=max_pixels, **controls)
+            except ImageError as exc:
+                raise ImageError(f"{src}: {exc}") from None
+            save_image(result, dst, alpha=loaded.alpha, icc_profile=loaded.icc_profile)
             report.written.append(dst)
         except (ImageError, InstyleError) as exc:
             report.failed.append((src, str(exc)))

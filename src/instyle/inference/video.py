@@ -18,11 +18,14 @@ import torch
 from tqdm import tqdm
 
 from instyle.core.errors import InstyleError
-from instyle.core.files import atomic_path
+from instyle.core.files import atomic_path, check_output_path
 from instyle.data.images import ensure_not_input
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".m4v", ".webm", ".avi"})
 _AUDIO_FALLBACK = "aac"
+# WebM takes only VP8/VP9/AV1 video and Opus/Vorbis audio.
+_WEBM_VIDEO = ("libvpx-vp9", "libvpx")
+_WEBM_AUDIO = ("libopus", "opus", "libvorbis", "vorbis")
 
 
 def _av() -> Any:
@@ -78,9 +81,28 @@ def output_size(width: int, height: int, max_side: int | None) -> tuple[int, int
     return max(2, width - width % 2), max(2, height - height % 2)
 
 
-def _video_codec(av: Any) -> str:
-    """H.264 where the PyAV build has libx264 (its wheels do), else MPEG-4 part 2."""
+def _encoder(av: Any, name: str) -> bool:
+    try:
+        av.codec.Codec(name, "w")
+    except Exception:  # PyAV raises UnknownCodecError (a ValueError) or FFmpegError, by version
+        return False
+    return True
+
+
+def _video_codec(av: Any, dst: Path) -> str:
+    """H.264 where the PyAV build has libx264 (its wheels do), else MPEG-4 part 2; VP9 (or VP8) for WebM."""
+    if dst.suffix.lower() == ".webm":
+        for name in _WEBM_VIDEO:
+            if _encoder(av, name):
+                return name
+        raise InstyleError(f"{dst}: this PyAV build has no VP9/VP8 encoder for WebM; use .mp4 or .mkv")
     return "libx264" if "libx264" in av.codecs_available else "mpeg4"
+
+
+def _audio_codec(av: Any, dst: Path) -> str:
+    if dst.suffix.lower() == ".webm":
+        return next((n for n in _WEBM_AUDIO if _encoder(av, n)), _AUDIO_FALLBACK)
+    return _AUDIO_FALLBACK
 
 
 def _batches(frames: Iterator[Any], size: int) -> Iterator[list[Any]]:
@@ -111,6 +133,8 @@ def stylize_video(stylizer: Any, src: str | Path, dst: str | Path, *, batch: int
     if max_side is not None and max_side < 2:
         raise InstyleError(f"--max-side must be at least 2, got {max_side}")
     ensure_not_input(dst, [src])
+    check_output_path(dst)
+    vcodec, acodec = _video_codec(av, dst), _audio_codec(av, dst)
     start = time.perf_counter()
     try:
         inp = av.open(str(src))
@@ -128,15 +152,21 @@ def stylize_video(stylizer: Any, src: str | Path, dst: str | Path, *, batch: int
         flick_in, flick_out = Flicker(), Flicker()
         n_frames = 0
         with atomic_path(dst) as tmp, av.open(str(tmp), "w", format=_muxer(dst)) as out:
-            vout = out.add_stream(_video_codec(av), rate=rate)
+            vout = out.add_stream(vcodec, rate=rate)
             vout.width, vout.height, vout.pix_fmt = width, height, "yuv420p"
             vout.time_base = vin.time_base
             vout.codec_context.time_base = vin.time_base
-            if vout.codec_context.name == "libx264":
+            if vcodec == "libx264":
                 vout.options = {"crf": str(crf), "preset": "medium"}
+            elif vcodec.startswith("libvpx"):
+                # constant quality (libvpx's crf needs a zero target bit rate); "good" with cpu-used 4 is
+                # libvpx's usual speed/quality trade-off, row-mt uses the cores on small frames too
+                vout.bit_rate = 0
+                vout.options = {"crf": str(min(max(crf, 4), 63)), "b": "0", "deadline": "good",
+                                "cpu-used": "4", "row-mt": "1"}
             else:
                 vout.bit_rate = 8_000_000
-            aout, audio = _audio_stream(out, ain)
+            aout, audio = _audio_stream(out, ain, acodec)
             bar = tqdm(total=total, unit="frame", disable=not progress, desc=src.name, dynamic_ncols=True)
             try:
                 streams = [s for s in (vin, ain) if s is not None]
@@ -176,8 +206,8 @@ def _muxer(dst: Path) -> str | None:
         dst.suffix.lower())
 
 
-def _audio_stream(out: Any, ain: Any) -> tuple[Any, str]:
-    """Copy the audio packets when the container takes the codec, else re-encode to AAC."""
+def _audio_stream(out: Any, ain: Any, codec: str = _AUDIO_FALLBACK) -> tuple[Any, str]:
+    """Copy the audio packets when the container takes the codec, else re-encode (AAC; Opus for WebM)."""
     if ain is None:
         return None, "none"
     name = ain.codec_context.name
@@ -186,8 +216,10 @@ def _audio_stream(out: Any, ain: Any) -> tuple[Any, str]:
             return out.add_stream_from_template(ain), "copied"
         except (ValueError, Exception):  # an odd codec/container pair: fall through to re-encoding
             pass
-    aout = out.add_stream(_AUDIO_FALLBACK, rate=ain.rate or 48000)
-    return aout, f"re-encoded ({_AUDIO_FALLBACK})"
+    # Opus runs at 48 kHz only; PyAV's encoder resamples the decoded frames to the stream's rate.
+    rate = 48000 if "opus" in codec else (ain.rate or 48000)
+    aout = out.add_stream(codec, rate=rate)
+    return aout, f"re-encoded ({codec})"
 
 
 def _frames(inp: Any, streams: list[Any], vin: Any, ain: Any, out: Any, aout: Any, audio: str) -> Iterator[Any]:

@@ -2,28 +2,32 @@
 
 Inference is CPU/GPU-bound and blocking, so it runs in Starlette's thread pool, never on the event
 loop, and a semaphore caps how many images are stylized at once (memory, not fairness, is the
-limit). Uploads are bounded twice: by Content-Length before the body is parsed, and by the bytes
-actually read, so a lying client cannot get past the limit either.
+limit). Uploads are bounded while they stream (``guards.BodyLimit``: by Content-Length before
+anything is read, and by the bytes actually received, chunked or not), and again by the bytes of
+the file part; the pixels are bounded after decoding *and* after the stroke scale is applied.
+Every response carries security headers (``guards.SecurityHeaders``).
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from instyle.apps.serve.guards import BodyLimit, SecurityHeaders, content_disposition
 from instyle.core.errors import InstyleError
 from instyle.core.version import __version__
 from instyle.data.demo_photos import DEMO_PHOTOS
@@ -36,6 +40,8 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_SERVE_PIXELS = 40_000_000  # a 40 MP photo is ~0.5 GB of float activations per layer: enough for a server
 THUMB_SIDE = 160
 _CHUNK = 1 << 20
+_FORM_SLACK = 64 << 10  # multipart boundaries, part headers and the small form fields around the file
+DEFAULT_BODY_TIMEOUT_S = 120.0  # a 20 MB upload needs 1.4 Mbit/s to make it
 
 
 _STRENGTH = "0 = the photo, 1 = full style (default: the value tuned for the style)"
@@ -79,10 +85,12 @@ class StyleRegistry:
         for name, card in list_styles().items():
             self.entries[name] = StyleEntry(name, card.title, ZOO_DIR / f"{name}.safetensors", True,
                                              card.defaults.as_dict())
-        for name, path in (models or {}).items():
-            card = read_card(path)  # fail at start-up, not on the first request
-            self.entries[name] = StyleEntry(name, card.title, Path(path), False, card.defaults.as_dict())
         self._stylizers: dict[str, Any] = {}
+        for name, path in (models or {}).items():
+            # Fail at start-up with one line, not on the first request: load the whole model now.
+            card = _checked(path, read_card, path)
+            self.entries[name] = StyleEntry(name, card.title, Path(path), False, card.defaults.as_dict())
+            self._stylizers[name] = _checked(path, Stylizer.load, path, device=device, backend=backend)
         self._thumbs: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
@@ -108,6 +116,17 @@ class StyleRegistry:
         return data
 
 
+def _checked(path: Path | str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args)``, with any failure on an untrusted model file turned into one ``InstyleError`` line."""
+    try:
+        return fn(*args, **kwargs)
+    except InstyleError:
+        raise
+    except Exception as exc:  # a malformed card can fail in many ways below the model layer
+        detail = (str(exc).splitlines() or [""])[0][:200]
+        raise InstyleError(f"{path}: not a usable model file ({type(exc).__name__}: {detail})") from None
+
+
 def _decode_upload(data: bytes, max_pixels: int) -> Any:
     """``load_image`` wants a path: a private temp file keeps its whole safety net (bomb guard, EXIF...)."""
     fd, tmp = tempfile.mkstemp(prefix="instyle-upload-")
@@ -125,23 +144,41 @@ def _run(registry: StyleRegistry, style: str, data: bytes, max_pixels: int, fmt:
     try:
         loaded = _decode_upload(data, max_pixels)
     except ImageError as exc:
-        reason = str(exc).split(": ", 1)[-1].replace("raise it with --max-pixels", "the server refuses it")
+        reason = _server_reason(exc)
         too_big = "pixel limit" in reason or "over the limit" in reason
         raise HTTPException(413 if too_big else 415, f"upload is not a usable image: {reason}") from None
-    out = registry.stylizer(style)(loaded.rgb, **controls)
+    try:
+        out = registry.stylizer(style)(loaded.rgb, max_pixels=max_pixels, **controls)
+    except ImageError as exc:  # the stroke scale asks for more pixels than the limit
+        raise HTTPException(413, f"upload too large once scaled: {_server_reason(exc)}") from None
     buf = io.BytesIO()
+    icc = {"icc_profile": loaded.icc_profile} if loaded.icc_profile else {}  # keep wide-gamut colours right
     if fmt == "png":
         if loaded.alpha is not None:
             out.putalpha(loaded.alpha)
-        out.save(buf, format="PNG")
+        out.save(buf, format="PNG", **icc)
     else:
-        out.save(buf, format="JPEG", quality=92)
+        out.save(buf, format="JPEG", quality=92, **icc)
     return buf.getvalue()
 
 
+def _server_reason(exc: ImageError) -> str:
+    reason = str(exc)
+    if reason.startswith("/") or "instyle-upload-" in reason.split(": ", 1)[0]:
+        reason = reason.split(": ", 1)[-1]  # the private temp file's name means nothing to the client
+    return reason.replace(", or raise it with --max-pixels", "").replace("raise it with --max-pixels",
+                                                                          "the server refuses it")
+
+
 def create_app(models: dict[str, Path] | None = None, max_upload_mb: float = 20, max_pixels: int = MAX_SERVE_PIXELS,
-               device: str = "auto", backend: str = "auto", max_concurrency: int = 2) -> FastAPI:
-    """The FastAPI app; ``models`` (name -> .safetensors) are offered next to the shipped styles."""
+               device: str = "auto", backend: str = "auto", max_concurrency: int = 2,
+               body_timeout_s: float | None = DEFAULT_BODY_TIMEOUT_S) -> FastAPI:
+    """The FastAPI app; ``models`` (name -> .safetensors) are offered next to the shipped styles.
+
+    ``max_upload_mb`` bounds each request body as it streams, ``max_pixels`` each image after
+    decoding and after the stroke scale, ``body_timeout_s`` how long a body may take to arrive.
+    """
+    check_limits(max_upload_mb, max_pixels, max_concurrency, body_timeout_s)
     registry = StyleRegistry(models, device=device, backend=backend)
     max_bytes = int(max_upload_mb * 1024 * 1024)
     # A thread semaphore, taken inside the worker: it works whatever event loop(s) serve the app.
@@ -157,14 +194,10 @@ def create_app(models: dict[str, Path] | None = None, max_upload_mb: float = 20,
         version=_version(),
     )
     app.state.registry = registry
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        """Refuse a declared-oversized body before anything is read or spooled to disk."""
-        length = request.headers.get("content-length")
-        if request.method == "POST" and length and length.isdigit() and int(length) > max_bytes + _CHUNK:
-            return JSONResponse({"detail": _too_large(max_upload_mb)}, status_code=413)
-        return await call_next(request)
+    # Outermost last: the headers go on every answer, the body limit's own 413/408 included.
+    app.add_middleware(BodyLimit, max_bytes=max_bytes + _FORM_SLACK, too_large=_too_large(max_upload_mb),
+                       timeout_s=body_timeout_s)
+    app.add_middleware(SecurityHeaders, docs_paths=[app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url])
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
@@ -217,12 +250,25 @@ def create_app(models: dict[str, Path] | None = None, max_upload_mb: float = 20,
             result = await run_in_threadpool(limited, _run, registry, style, data, max_pixels, format, controls)
         except InstyleError as exc:
             raise HTTPException(500, f"stylization failed: {exc}") from None
-        stem = Path(image.filename or "image").stem or "image"
+        stem = Path((image.filename or "image").replace("\\", "/").rsplit("/", 1)[-1]).stem[:100] or "image"
         ext = "png" if format == "png" else "jpg"
         return Response(result, media_type=f"image/{format}",
-                        headers={"Content-Disposition": f'inline; filename="{stem}-{style}.{ext}"'})
+                        headers={"Content-Disposition": content_disposition(f"{stem}-{style}.{ext}")})
 
     return app
+
+
+def check_limits(max_upload_mb: float, max_pixels: int | None, max_concurrency: int = 2,
+                 body_timeout_s: float | None = DEFAULT_BODY_TIMEOUT_S) -> None:
+    """One line for a limit that would make the server refuse everything, or nothing."""
+    if not (isinstance(max_upload_mb, int | float) and math.isfinite(max_upload_mb) and max_upload_mb > 0):
+        raise InstyleError(f"--max-upload-mb must be a positive number, got {max_upload_mb}")
+    if max_pixels is None or isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise InstyleError(f"--max-pixels must be a positive whole number, got {max_pixels}")
+    if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
+        raise InstyleError(f"max_concurrency must be at least 1, got {max_concurrency}")
+    if body_timeout_s is not None and not (math.isfinite(body_timeout_s) and body_timeout_s > 0):
+        raise InstyleError(f"body timeout must be a positive number of seconds, got {body_timeout_s}")
 
 
 def _check_style(registry: StyleRegistry, name: str) -> None:
