@@ -282,7 +282,13 @@ def read_manifest_input(manifest: str, column: str = "path", root: str | None = 
         if not value:
             raise InstyleError(f"{manifest}: row {i} has an empty {column!r}")
         if is_uri(value) or remote:
-            full = value if is_uri(value) else f"{root.rstrip('/')}/{value.lstrip('/')}"
+            if is_uri(value):
+                full = value
+            elif value.startswith("/"):  # an absolute path on the root's filesystem
+                scheme, rest = root.split("://", 1)
+                full = f"{scheme}://{rest.split('/', 1)[0]}{value}"
+            else:
+                full = f"{root.rstrip('/')}/{value}"
             prefix = root.rstrip("/") + "/"
             key = full[len(prefix):] if full.startswith(prefix) else full.split("://", 1)[1].lstrip("/")
             out.append(Source(full, key))

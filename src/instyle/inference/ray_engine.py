@@ -80,9 +80,11 @@ def pool_shape(resources: dict[str, float], actors: int | None, cpus_per_actor: 
 
 
 def run_ray(plan: Plan, *, batch: int = 1, actors: int | None = None, cpus_per_actor: float | None = None,
-            gpus_per_actor: float | None = None, num_cpus: int | None = None, progress: bool = True) -> JobReport:
+            gpus_per_actor: float | None = None, num_cpus: int | None = None, progress: bool = True,
+            udf: type[StylizeBatch] = StylizeBatch) -> JobReport:
     """Run the plan's items with Ray Data ``map_batches`` on an actor pool; the manifest is merged at the end
-    (also when the job fails, so a re-run resumes from everything finished)."""
+    (also when the job fails, so a re-run resumes from everything finished). ``udf``: a ``StylizeBatch``
+    subclass (tests kill their actor mid-job with one)."""
     if batch < 1:
         raise InstyleError(f"--batch must be at least 1, got {batch}")
     t0 = time.perf_counter()
@@ -97,7 +99,7 @@ def run_ray(plan: Plan, *, batch: int = 1, actors: int | None = None, cpus_per_a
         ctx.enable_progress_bars = False  # ours counts images, Ray's count blocks
         ds = ray.data.from_items(plan.items, override_num_blocks=max(1, min(len(plan.items), 4 * n)))
         ds = ds.map_batches(
-            StylizeBatch, fn_constructor_kwargs={"spec": spec_to_dict(spec)}, batch_size=batch,
+            udf, fn_constructor_kwargs={"spec": spec_to_dict(spec)}, batch_size=batch,
             batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=n), num_cpus=cpus_each,
             num_gpus=gpus_each or None,
         )
