@@ -202,6 +202,10 @@ def test_manifest_inputs_csv_and_parquet(tree: Path, model_file: Path, local_out
         assert (out_pq / rel).read_bytes() == (local_out / rel).read_bytes()
     rows = pq.read_table(out_pq / "manifest.parquet").to_pylist()
     assert [r["status"] for r in rows] == ["ok", "ok"] and rows[0]["source"].startswith("file://")
+    # a folder given as a URI is listed through pyarrow.fs, with the same keys as the local listing
+    plan = plan_job(tree.as_uri(), str(tmp_path / "uri-out"), StyleRule((str(model_file),)))
+    assert sorted(i["output"] for i in plan.items) == sorted([*GOOD, "sub/broken.jpg"])
+    assert all(i["source"].startswith("file://") and i["source_size"] > 0 for i in plan.items)
 
 
 def test_refuses_to_write_into_its_input(tree: Path, model_file: Path, tmp_path: Path,
@@ -300,8 +304,12 @@ def test_ray_engine_matches_local_and_survives_a_killed_worker(ray_cluster: Any,
     assert done_before_kill, "nothing was finished before the kill"
     assert (report.ok, report.failed) == (len(GOOD), 1)
     assert _unchanged(killed, done_before_kill)  # images finished before the kill were not redone
-    again = ray_engine.run_ray(plan_job(str(tree), str(killed), rule, backend="eager"), progress=False)
-    assert (again.ok, again.skipped, again.failed) == (0, len(GOOD), 1)
+    assert len((killed / "manifest.csv").read_text().splitlines()) == 1 + len(GOOD) + 1  # one row per image
+    # the second run, through the CLI on the same cluster: nothing redone
+    assert main(["stylize-dataset", str(tree), "-o", str(killed), "-s", str(model_file), "--backend", "eager",
+                 "--engine", "ray", "--quiet"]) == 1
+    rows = _manifest(killed)
+    assert {rows[r]["status"] for r in GOOD} == {"skipped"} and rows["sub/broken.jpg"]["status"] == "failed"
     assert _unchanged(killed, done_before_kill)
     for rel in GOOD:
         assert (killed / rel).read_bytes() == (local_out / rel).read_bytes(), rel
@@ -328,3 +336,17 @@ def _killer(marker: Path, out: Path) -> type:
             return super().__call__(batch)
 
     return KillOnThirdBatch
+
+
+@pytest.mark.slow
+def test_benchmark_script_runs_and_saves_its_table(tmp_path: Path) -> None:
+    """benchmarks/dataset.py end to end at toy size (local engine only), so the lead's rerun cannot fail on it."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "dataset.py"), "--images", "3", "--size", "40",
+                           "--rounds", "1", "--configs", "local", "--backend", "eager", "--out", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads((tmp_path / "dataset-benchmark.json").read_text())["rows"]
+    assert [r["config"] for r in rows] == ["local"] and rows[0]["images_per_s"] > 0 and rows[0]["same_outputs"]
+    assert "| local |" in (tmp_path / "dataset-benchmark.md").read_text()

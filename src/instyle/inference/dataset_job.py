@@ -174,15 +174,32 @@ def is_uri(path: str) -> bool:
     return "://" in str(path)
 
 
+_FILESYSTEMS: dict[str, Any] = {}  # scheme://authority -> pyarrow filesystem: one S3/GCS client per process
+
+
 def _filesystem(uri: str) -> tuple[Any, str]:
+    """(pyarrow filesystem, path inside it) for a URI such as ``s3://bucket/key`` or ``file:///data``."""
     try:
         from pyarrow import fs as pafs
     except ImportError:
         raise InstyleError(f"{uri}: reading from a URI needs pyarrow (pip install 'instyle[ray]')") from None
+    scheme, rest = uri.split("://", 1)
+    key = f"{scheme}://{rest.split('/', 1)[0]}"
     try:
-        return pafs.FileSystem.from_uri(uri)
+        if key not in _FILESYSTEMS:
+            _FILESYSTEMS[key] = pafs.FileSystem.from_uri(uri)[0]
+        if scheme in ("file", "s3", "gs", "gcs"):
+            return _FILESYSTEMS[key], _path_of(scheme, rest)
+        return _FILESYSTEMS[key], pafs.FileSystem.from_uri(uri)[1]
     except Exception as exc:
         raise InstyleError(f"{uri}: cannot open this filesystem ({' '.join(str(exc).split())[:200]})") from None
+
+
+def _path_of(scheme: str, rest: str) -> str:
+    """The path pyarrow uses for ``file://`` (absolute) and object-store (bucket/key) URIs, without a new client."""
+    if scheme == "file":
+        return "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+    return rest.split("?", 1)[0]
 
 
 @dataclass
@@ -558,6 +575,9 @@ def write_manifest(out_root: str | Path, rows: list[dict[str, Any]], fmt: str = 
         with atomic_path(root / f"{MANIFEST_STEM}.parquet") as tmp:
             pq.write_table(table, tmp)
         written.append(root / f"{MANIFEST_STEM}.parquet")
+    for stale in {"csv", "parquet"} - {f.suffix[1:] for f in written}:  # a manifest of another format is old
+        with contextlib.suppress(OSError):
+            (root / f"{MANIFEST_STEM}.{stale}").unlink()
     for journal in (root / STATE_DIR).glob("journal-*.jsonl"):
         with contextlib.suppress(OSError):
             journal.unlink()
@@ -738,6 +758,10 @@ def run_local(plan: Plan, *, batch: int = 1, progress: bool = True,
                 bar.update(len(chunk))
                 if on_batch:
                     on_batch(records)
+    except KeyboardInterrupt:
+        journal.close()
+        finish(plan, time.perf_counter() - t0)  # Ctrl-C: the manifest shows what is done; a re-run resumes
+        raise
     finally:
         journal.close()
     return finish(plan, time.perf_counter() - t0)
