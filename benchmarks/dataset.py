@@ -34,10 +34,14 @@ from instyle.data.demo_photos import DEMO_PHOTOS
 # name -> extra CLI arguments ("attached" configs run with RAY_ADDRESS set to a running cluster)
 CONFIGS: dict[str, list[str]] = {
     "local": ["--engine", "local"],
+    "local-1thread": ["--engine", "local"],
     "ray-own-2x1": ["--engine", "ray", "--actors", "2", "--cpus-per-actor", "1"],
     "ray-attached-2x1": ["--engine", "ray", "--actors", "2", "--cpus-per-actor", "1"],
     "ray-attached-1x2": ["--engine", "ray", "--actors", "1", "--cpus-per-actor", "2"],
 }
+
+# extra environment per config: one torch thread, to tell process parallelism from Ray itself
+ENVS: dict[str, dict[str, str]] = {"local-1thread": {"OMP_NUM_THREADS": "1"}}
 
 
 def make_photos(folder: Path, n: int, size: int) -> None:
@@ -55,6 +59,24 @@ def make_photos(folder: Path, n: int, size: int) -> None:
         dest = folder / f"part{i % 2}" / f"photo{i:03d}.jpg"
         dest.parent.mkdir(parents=True, exist_ok=True)
         crop.save(dest, quality=92)
+
+
+def io_milliseconds(photos: Path, scratch: Path) -> float:
+    """Median CPU-side cost per image outside the network, as an actor pays it: decode the source, encode
+    the output (JPEG quality 95, as ``save_image`` writes it), hash the source and the output."""
+    from instyle.core.files import sha256_file
+    from instyle.data.images import load_image, save_image
+
+    times = []
+    for i, src in enumerate(sorted(photos.rglob("*.jpg"))):
+        t = time.perf_counter()
+        loaded = load_image(src)
+        dest = scratch / f"io{i}.jpg"
+        save_image(loaded.rgb, dest)
+        sha256_file(src)
+        sha256_file(dest)
+        times.append((time.perf_counter() - t) * 1000.0)
+    return statistics.median(times)
 
 
 def run_once(args: list[str], env: dict[str, str]) -> float:
@@ -113,12 +135,14 @@ def main() -> None:
     try:
         for _ in range(a.rounds):
             for name in a.configs:
-                run_env = {**env, "RAY_ADDRESS": "auto"} if name.startswith("ray-attached") else env
+                run_env = {**env, "RAY_ADDRESS": "auto"} if name.startswith("ray-attached") else dict(env)
+                run_env.update(ENVS.get(name, {}))
                 times[name].append(run_once([*cli, "-o", str(work / name), *CONFIGS[name]], run_env))
                 steady[name].append(steady_rate(work / name))
     finally:
         if attached:
             subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, env=env)
+    io_ms = io_milliseconds(photos, work)
     reference = outputs_of(work / a.configs[0])
     rows: list[dict[str, Any]] = []
     base = statistics.median(times[a.configs[0]])
@@ -137,6 +161,7 @@ def main() -> None:
         f"Machine: {machine_description()}, {os.cpu_count()} CPUs; load average at the end "
         f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} (a shared machine: preliminary numbers).",
         "" if not attached else f"`ray start --head` took {head_seconds:.1f} s once, before the attached rows.",
+        f"CPU-side work per image outside the network (decode, JPEG encode, two sha256), one thread: {io_ms:.1f} ms.",
         "",
         "Steady images/s: first to last finished image in the manifest (all workers up); overhead: the wall "
         "time the steady rate does not explain (interpreter, torch and Ray start-up, actors, model load).",
@@ -156,7 +181,8 @@ def main() -> None:
     (out / "dataset-benchmark.md").write_text(text + "\n")
     (out / "dataset-benchmark.json").write_text(json.dumps(
         {"images": a.images, "size": a.size, "style": a.style, "backend": a.backend, "rounds": a.rounds,
-         "machine": machine_description(), "ray_head_start_s": head_seconds, "rows": rows}, indent=1) + "\n")
+         "machine": machine_description(), "ray_head_start_s": head_seconds, "io_ms_per_image": round(io_ms, 2),
+         "rows": rows}, indent=1) + "\n")
     if not a.work:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -279,6 +279,7 @@ def ray_cluster() -> Any:
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray Data's own DataContext fields
 def test_ray_engine_matches_local_and_survives_a_killed_worker(ray_cluster: Any, tree: Path, model_file: Path,
                                                                local_out: Path, tmp_path: Path) -> None:
     from instyle.inference import ray_engine
