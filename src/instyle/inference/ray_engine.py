@@ -107,6 +107,9 @@ def run_ray(plan: Plan, *, batch: int = 1, actors: int | None = None, cpus_per_a
             with tqdm(total=len(plan.items), unit="img", disable=not progress) as bar:
                 for out in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                     bar.update(out.num_rows)
+        except KeyboardInterrupt:
+            finish(plan, time.perf_counter() - t0)  # the manifest shows what is done; a re-run resumes
+            raise
         except Exception as exc:
             finish(plan, time.perf_counter() - t0)
             reason = " ".join(str(exc).split())[:300]
