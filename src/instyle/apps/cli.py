@@ -431,10 +431,87 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- stylize-dataset
+
+
+def _add_stylize_dataset(sub: argparse._SubParsersAction) -> None:
+    from instyle.inference.backends import BACKENDS
+    from instyle.inference.dataset_job import ASSIGN_MODES, MANIFEST_FORMATS
+
+    p = sub.add_parser("stylize-dataset", help="stylize a whole dataset (resumable, with a manifest; local or Ray)",
+                       description="Stylize a folder tree or a CSV/Parquet manifest of images into a mirrored "
+                                   "tree plus OUT/manifest.csv; a re-run skips verified outputs and redoes the rest.")
+    p.add_argument("input", help="a folder, or a .csv/.parquet manifest with a path column (local or a pyarrow URI)")
+    p.add_argument("-o", "--output", required=True, help="output folder (mirrors the input tree)")
+    p.add_argument("-s", "--style", action="append", required=True,
+                   help="a shipped style name or a .safetensors model; repeat for several styles")
+    p.add_argument("--assign", default="all", choices=ASSIGN_MODES,
+                   help="all: every image in every style (several: OUT/STYLE/...); random: one style per image, "
+                        "drawn from --seed and the image's path")
+    p.add_argument("--seed", type=int, default=0, help="seed of the per-image draws (style, strength range)")
+    p.add_argument("--strength", default=None,
+                   help="a value, or LOW:HIGH drawn per image (default: each style's tuned value)")
+    p.add_argument("--preserve-color", action="store_true", help="keep the photos' colours")
+    p.add_argument("--scale", type=float, default=None, help="brush-stroke size (default: each style's value)")
+    p.add_argument("--format", default=None, help="output extension, e.g. jpg or png (default: the input's)")
+    p.add_argument("--path-column", default="path", help="the manifest column that holds the image paths")
+    p.add_argument("--root", default=None,
+                   help="folder that relative manifest paths start from and the mirrored tree is relative to "
+                        "(default: the manifest's folder)")
+    p.add_argument("--manifest-format", default="csv", choices=MANIFEST_FORMATS)
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: this process; ray: Ray Data actors on the cluster in RAY_ADDRESS, else a local one")
+    p.add_argument("--batch", type=int, default=1,
+                   help="images per batch (same-size images in a batch share one forward pass; try 8-16 on a GPU)")
+    p.add_argument("--actors", type=int, default=None, help="ray: actor pool size (default: one per GPU, else per CPU)")
+    p.add_argument("--cpus-per-actor", type=float, default=None, help="ray: CPUs (and torch threads) per actor")
+    p.add_argument("--gpus-per-actor", type=float, default=None,
+                   help="ray: GPUs per actor (default 1 when the cluster has GPUs, else 0)")
+    p.add_argument("--force", action="store_true", help="redo every image, ignoring the previous manifest")
+    p.add_argument("--max-pixels", type=int, default=None, help="refuse larger inputs; 0 disables the guard")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--backend", default="auto", choices=BACKENDS)
+    p.add_argument("--tile", type=int, default=None, help="tile side for large images (see stylize --tile)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_stylize_dataset)
+
+
+def _cmd_stylize_dataset(a: argparse.Namespace) -> int:
+    from instyle.data.images import DEFAULT_MAX_PIXELS
+    from instyle.inference.dataset_job import StyleRule, parse_strength, plan_job, run_local
+
+    rule = StyleRule(tuple(a.style), assign=a.assign, seed=a.seed, strength=parse_strength(a.strength))
+    plan = plan_job(a.input, a.output, rule, manifest_column=a.path_column, root=a.root, suffix=a.format,
+                    scale=a.scale, preserve_color=a.preserve_color, device=a.device, backend=a.backend, tile=a.tile,
+                    max_pixels=DEFAULT_MAX_PIXELS if a.max_pixels is None else (a.max_pixels or None),
+                    manifest_format=a.manifest_format, force=a.force)
+    if a.engine == "ray":
+        try:
+            from instyle.inference.ray_engine import run_ray
+        except ImportError as exc:
+            raise InstyleError(f"--engine ray needs Ray ({exc}); pip install 'instyle[ray]'") from None
+        report = run_ray(plan, batch=a.batch, actors=a.actors, cpus_per_actor=a.cpus_per_actor,
+                         gpus_per_actor=a.gpus_per_actor, progress=not a.quiet)
+    else:
+        report = run_local(plan, batch=a.batch, progress=not a.quiet)
+    rate = (report.ok / report.seconds) if report.seconds > 0 else 0.0
+    print(f"{report.ok} written, {report.skipped} already complete, {report.failed} failed of {report.total} "
+          f"in {report.seconds:.1f} s ({rate:.2f} images/s); manifest: {', '.join(map(str, report.manifest))}")
+    for source, error in report.failures[:5]:
+        _warn(f"failed: {error if source in error else f'{source}: {error}'}")
+    if report.pending:
+        _warn(f"{report.pending} of {report.total} images were not reached; run the same command again")
+    if report.failed or report.pending:
+        _warn(f"{report.failed} of {report.total} images failed (listed in the manifest)")
+        return 1
+    return 0
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train, _add_retrain, _add_stylize, _add_data, _add_styles, _add_weights, _add_demo, _add_evaluate,
     _add_experiment,
     _add_video, _add_export, _add_serve,
+    _add_stylize_dataset,
 ]
 
 
