@@ -50,7 +50,7 @@ from instyle.data.images import (
 )
 from instyle.inference.controls import check_scale, check_strength
 from instyle.inference.stylizer import Stylizer
-from instyle.models.modelfile import card_defaults, read_card
+from instyle.models.modelfile import read_card
 from instyle.zoo import ZOO_DIR, resolve_model
 
 ASSIGN_MODES = ("all", "random")
@@ -163,8 +163,8 @@ class StyleInfo:
 
 def resolve_style(name: str) -> StyleInfo:
     path = resolve_model(name)
-    defaults = card_defaults(read_card(path))
-    return StyleInfo(name, str(path), sha256_file(path), defaults["strength"], defaults["scale"])
+    defaults = read_card(path).defaults
+    return StyleInfo(name, str(path), sha256_file(path), defaults.strength, defaults.scale)
 
 
 # ----------------------------------------------------------------------------- inputs
