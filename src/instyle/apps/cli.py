@@ -439,6 +439,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("-m", "--model", action="append", default=[], help="also offer this model file (repeatable)")
     p.add_argument("--max-upload-mb", type=float, default=20.0)
+    p.add_argument("--max-live", type=int, default=4, help="live-mode (webcam) viewers at once; 0 turns it off")
     _add_backend(p)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_serve)
@@ -452,7 +453,8 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         if not Path(m).is_file():
             raise InstyleError(f"{m}: no such model file")
         models[Path(m).stem] = Path(m)
-    serve(host=a.host, port=a.port, models=models, max_upload_mb=a.max_upload_mb, device=a.device, backend=a.backend)
+    serve(host=a.host, port=a.port, models=models, max_upload_mb=a.max_upload_mb, device=a.device, backend=a.backend,
+          max_live=a.max_live)
     return 0
 
 

@@ -20,9 +20,9 @@ def create_app(*args: Any, **kwargs: Any) -> Any:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, models: dict[str, Path] | None = None,
-          max_upload_mb: float = 20, device: str = "auto", backend: str = "auto") -> None:
-    """Run the app with uvicorn until interrupted."""
-    app = create_app(models=models, max_upload_mb=max_upload_mb, device=device, backend=backend)
+          max_upload_mb: float = 20, device: str = "auto", backend: str = "auto", max_live: int = 4) -> None:
+    """Run the app with uvicorn until interrupted; ``max_live``: live-mode viewers at once (0: off)."""
+    app = create_app(models=models, max_upload_mb=max_upload_mb, device=device, backend=backend, max_live=max_live)
     try:
         import uvicorn
     except ImportError:

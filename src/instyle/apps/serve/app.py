@@ -24,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from instyle.apps.serve.live import add_live_route
 from instyle.core.errors import InstyleError
 from instyle.core.version import __version__
 from instyle.data.images import ImageError, load_image
@@ -143,7 +144,7 @@ def _run(registry: StyleRegistry, style: str, data: bytes, max_pixels: int, fmt:
 
 
 def create_app(models: dict[str, Path] | None = None, max_upload_mb: float = 20, max_pixels: int = DEFAULT_MAX_PIXELS,
-               device: str = "auto", backend: str = "auto", max_concurrency: int = 2) -> FastAPI:
+               device: str = "auto", backend: str = "auto", max_concurrency: int = 2, max_live: int = 4) -> FastAPI:
     """The FastAPI app; ``models`` (name -> .safetensors) are offered next to the shipped styles."""
     registry = StyleRegistry(models, device=device, backend=backend)
     max_bytes = int(max_upload_mb * 1024 * 1024)
@@ -169,6 +170,7 @@ def create_app(models: dict[str, Path] | None = None, max_upload_mb: float = 20,
             return JSONResponse({"detail": _too_large(max_upload_mb)}, status_code=413)
         return await call_next(request)
 
+    add_live_route(app, registry, max_live=max_live)  # /api/live: the WebSocket of the page's Live tab
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
