@@ -281,15 +281,15 @@ def test_cli_passes_max_live(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.slow
 def test_live_benchmark_runs(model_file: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "live.py"), "-m", str(model_file),
-                           "--sizes", "64x48", "--seconds", "1", "--rounds", "1", "--out", str(tmp_path)],
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "live.py"), "-m", str(model_file), "--sizes",
+                           "64x48", "--seconds", "1", "--rounds", "1", "--flood-ms", "0", "--out", str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads((tmp_path / "live-cpu.json").read_text())["rows"]
     assert {r["client"] for r in rows} == {"bare Stylizer", "paced", "flood", "2 viewers"}
     assert all(r["fps"] > 0 for r in rows)
     flood = next(r for r in rows if r["client"] == "flood")
-    assert flood["sent"] > flood["frames"], "the flooding client's extra frames were dropped, not queued"
+    assert flood["dropped"] > 0 and flood["sent"] > flood["frames"], "a flood's extra frames are dropped, not queued"
 
 
 # ----------------------------------------------------------------------------- the Live tab in Chromium
