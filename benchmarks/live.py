@@ -19,6 +19,7 @@ round and size by size so load from other processes hits every row alike:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -29,6 +30,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +60,16 @@ def make_frames(w: int, h: int, n: int = 8) -> tuple[list[Image.Image], list[byt
     return images, jpegs
 
 
-def open_viewer(url: str, style: str) -> ClientConnection:
-    ws = connect(url, max_size=2**24, open_timeout=30)
-    hello = json.loads(ws.recv())
-    if hello["type"] != "hello":
-        raise SystemExit(f"server refused: {hello}")
-    ws.send(json.dumps({"type": "config", "style": style}))
-    while json.loads(ws.recv())["type"] != "config":
-        pass
-    return ws
+@contextlib.contextmanager
+def open_viewer(url: str, style: str) -> Iterator[ClientConnection]:
+    with connect(url, max_size=2**24, open_timeout=30) as ws:
+        hello = json.loads(ws.recv())
+        if hello["type"] != "hello":
+            raise SystemExit(f"server refused: {hello}")
+        ws.send(json.dumps({"type": "config", "style": style}))
+        while json.loads(ws.recv())["type"] != "config":
+            pass
+        yield ws
 
 
 def receive_result(ws: ClientConnection, timeout: float = 120.0) -> tuple[int, int, int]:
@@ -92,8 +95,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def paced(url: str, style: str, jpegs: list[bytes], seconds: float) -> dict[str, Any]:
-    ws = open_viewer(url, style)
-    try:
+    with open_viewer(url, style) as ws:
         for i in range(3):  # warm-up: the first frame of a size loads the style and validates the backend
             ws.send(frame_message(i, jpegs[i % len(jpegs)]))
             receive_result(ws)
@@ -108,15 +110,17 @@ def paced(url: str, style: str, jpegs: list[bytes], seconds: float) -> dict[str,
             server.append(server_us / 1000)
             n += 1
         elapsed = time.perf_counter() - start
-    finally:
-        ws.close()
     return {"fps": len(latencies) / elapsed, "frames": len(latencies), "sent": len(latencies),
             "latency_ms_p50": percentile(latencies, 0.5), "latency_ms_p90": percentile(latencies, 0.9),
             "latency_ms_max": max(latencies), "server_ms_p50": percentile(server, 0.5)}
 
 
 def flood(url: str, style: str, jpegs: list[bytes], seconds: float, every_ms: float) -> dict[str, Any]:
-    ws = open_viewer(url, style)
+    with open_viewer(url, style) as ws:
+        return _flood(ws, jpegs, seconds, every_ms)
+
+
+def _flood(ws: ClientConnection, jpegs: list[bytes], seconds: float, every_ms: float) -> dict[str, Any]:
     ws.send(frame_message(0, jpegs[0]))
     receive_result(ws)  # warm
     sent_at: dict[int, float] = {}
@@ -143,7 +147,6 @@ def flood(url: str, style: str, jpegs: list[bytes], seconds: float, every_ms: fl
     finally:
         stop.set()
         thread.join()
-        ws.close()
     sent = len(sent_at)
     return {"fps": len(latencies) / elapsed, "frames": len(latencies), "sent": sent, "dropped": dropped,
             "latency_ms_p50": percentile(latencies, 0.5), "latency_ms_p90": percentile(latencies, 0.9),
