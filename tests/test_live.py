@@ -312,6 +312,27 @@ def _write_y4m(path: Path, photo: Path, w: int = 640, h: int = 480, n: int = 30)
                 fh.write(ycc[::2, ::2, c].tobytes())
 
 
+def _write_webm(path: Path, w: int = 160, h: int = 120, n: int = 30) -> bool:
+    """A VP8 clip of a moving square, for the video-file input; False when PyAV or libvpx is missing."""
+    try:
+        import av
+    except ImportError:
+        return False
+    if "libvpx" not in av.codecs_available:
+        return False
+    with av.open(str(path), "w", format="webm") as out:
+        stream = out.add_stream("libvpx", rate=15)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(n):
+            img = np.full((h, w, 3), (40, 90, 160), np.uint8)
+            img[30:70, 4 * i % (w - 40):4 * i % (w - 40) + 40] = (240, 200, 40)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return True
+
+
 @pytest.mark.slow
 def test_live_tab_end_to_end(model_file: Path, tmp_path: Path) -> None:
     """The fake camera's frames go out, stylized frames come back, the read-out moves, controls apply live."""
@@ -325,7 +346,8 @@ def test_live_tab_end_to_end(model_file: Path, tmp_path: Path) -> None:
 
     docs = os.environ.get("INSTYLE_UPDATE_DOCS") == "1"  # docs/webapp-live.png: a demo photo, a real style
     style = "starry-night-fast" if docs else "tiny"
-    app = create_app(models={"tiny": model_file}, device="cpu", backend="auto" if docs else "eager", max_live=2)
+    app = create_app(models={} if docs else {"tiny": model_file}, device="cpu", backend="auto" if docs else "eager",
+                     max_live=2)
 
     @app.middleware("http")
     async def csp(request: Any, call_next: Any) -> Any:  # the policy the app is to ship with: no inline code
@@ -393,9 +415,22 @@ def test_live_tab_end_to_end(model_file: Path, tmp_path: Path) -> None:
                 page.wait_for_function(more, timeout=60_000)
                 shot = ROOT / "docs/webapp-live.png" if docs else tmp_path / "live.png"
                 page.screenshot(path=str(shot), full_page=True)
+                if docs:  # 256 colours, as docs/make_pictures.py does for webapp.png: a few hundred KB, not MBs
+                    img = Image.open(shot).convert("RGB")
+                    img.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(shot, optimize=True)
                 page.click("#live-stop")
                 assert _wait(lambda: hub.viewers == 0), "Stop closes the socket"
                 expect(page.locator("#live-status")).to_have_text("Stopped")
+                clip = tmp_path / "clip.webm"
+                if not docs and _write_webm(clip):  # a chosen video file instead of the camera
+                    page.set_input_files("#live-file", str(clip))  # start() resets the frame counter
+                    page.wait_for_function("() => Number(document.getElementById('live-output').dataset.frames) "
+                                           "> 2 && document.getElementById('live-output').width === 160",
+                                           timeout=60_000)
+                    assert page.eval_on_selector("#live-output", "c => [c.width, c.height]") == [160, 120], \
+                        "a 160x120 video is sent as it is, not enlarged"
+                    page.click("#live-stop")
+                    assert _wait(lambda: hub.viewers == 0)
             finally:
                 browser.close()
     finally:
