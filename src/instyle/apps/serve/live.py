@@ -21,8 +21,8 @@ Protocol (one socket per viewer):
 * client -> server, binary: a frame, 4-byte big-endian frame number, then a JPEG, PNG or WebP
   image of at most ``MAX_SIDE`` px a side, ``MAX_PIXELS`` pixels and ``MAX_FRAME_BYTES`` bytes.
 * server -> client, binary: a result, 12-byte header ``>III`` (the frame number, the server's time
-  from receiving the frame to sending the result in microseconds, the viewer's frames dropped so
-  far), then the stylized frame as JPEG, same size as the input.
+  from receiving the frame to its result being encoded, in microseconds, the viewer's frames
+  dropped so far), then the stylized frame as JPEG, same size as the input.
 * server -> client, text: ``{"type": "error", "message": ..., "frame": N or null}`` for a bad
   frame or control message; the stream carries on.
 """
@@ -93,7 +93,6 @@ class Viewer:
         self.pending: Frame | None = None
         self.busy = False  # a worker is stylizing one of its frames: keeps results in order
         self.dropped = 0
-        self.done = 0
 
 
 class LiveHub:
@@ -172,7 +171,6 @@ class LiveHub:
                 image = self.process(frame, config)
                 spent = min(int((time.perf_counter() - frame.received) * 1e6), 2**32 - 1)
                 with self._cond:
-                    viewer.done += 1
                     dropped = viewer.dropped
                 message = RESULT_HEADER.pack(frame.number, spent, dropped % 2**32) + image
             except InstyleError as exc:
