@@ -262,9 +262,11 @@ def main() -> None:
     header = (f"## Live mode, {device}: {machine_description()}, style {style}, {stylizer.runner.backend} "
               f"(backend {args.backend}), median of {args.rounds} round(s) x {args.seconds:g} s, "
               f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
-    lines = [header, "", "| frame | client | frames/s | latency p50 ms | p90 ms | max ms | sent | notes |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
+    lines = [header, "", "| frame | client | frames/s | vs bare | latency p50 ms | p90 ms | max ms | sent | notes |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    bare_fps = {r["size"]: r["fps"] for r in rows if r["client"] == "bare Stylizer"}
     for r in rows:
+        r["vs_bare"] = r["fps"] / bare_fps[r["size"]]
         notes = ""
         if r["client"] == "flood":
             notes = f"{r['sent'] - r['frames']:.0f} stale frames dropped"
@@ -272,8 +274,9 @@ def main() -> None:
             notes = "each " + " / ".join(f"{v:.1f}" for v in r["per_viewer_fps"]) + " frames/s"
         elif r["client"] == "paced":
             notes = f"server {r['server_ms_p50']:.0f} ms"
-        lines.append(f"| {r['size']} | {r['client']} | {r['fps']:.1f} | {r['latency_ms_p50']:.0f} | "
-                     f"{r['latency_ms_p90']:.0f} | {r['latency_ms_max']:.0f} | {r['sent']:.0f} | {notes} |")
+        lines.append(f"| {r['size']} | {r['client']} | {r['fps']:.1f} | {r['vs_bare']:.2f}x | "
+                     f"{r['latency_ms_p50']:.0f} | {r['latency_ms_p90']:.0f} | {r['latency_ms_max']:.0f} | "
+                     f"{r['sent']:.0f} | {notes} |")
     print_and_save("\n".join(lines), args.out, f"live-{device}.md")
     Path(args.out, f"live-{device}.json").write_text(json.dumps(
         {"machine": machine_description(), "style": style, "backend": stylizer.runner.backend,
