@@ -111,7 +111,8 @@ def paced(url: str, style: str, jpegs: list[bytes], seconds: float) -> dict[str,
             n += 1
         elapsed = time.perf_counter() - start
     return {"fps": len(latencies) / elapsed, "frames": len(latencies), "sent": len(latencies),
-            "latency_ms_p50": percentile(latencies, 0.5), "latency_ms_p90": percentile(latencies, 0.9),
+            "processed": len(latencies) + 3, "latency_ms_p50": percentile(latencies, 0.5),
+            "latency_ms_p90": percentile(latencies, 0.9),
             "latency_ms_max": max(latencies), "server_ms_p50": percentile(server, 0.5)}
 
 
@@ -149,6 +150,7 @@ def _flood(ws: ClientConnection, jpegs: list[bytes], seconds: float, every_ms: f
         thread.join()
     sent = len(sent_at)
     return {"fps": len(latencies) / elapsed, "frames": len(latencies), "sent": sent, "dropped": dropped,
+            "processed": len(latencies) + 1,
             "latency_ms_p50": percentile(latencies, 0.5), "latency_ms_p90": percentile(latencies, 0.9),
             "latency_ms_max": max(latencies) if latencies else float("nan")}
 
@@ -166,6 +168,7 @@ def two_viewers(url: str, style: str, jpegs: list[bytes], seconds: float) -> dic
         t.join()
     each = [r["fps"] for r in results]
     return {"fps": sum(each), "frames": sum(r["frames"] for r in results), "sent": sum(r["sent"] for r in results),
+            "processed": sum(r["processed"] for r in results),
             "per_viewer_fps": each, "latency_ms_p50": statistics.mean(r["latency_ms_p50"] for r in results),
             "latency_ms_p90": max(r["latency_ms_p90"] for r in results),
             "latency_ms_max": max(r["latency_ms_max"] for r in results)}
@@ -174,6 +177,7 @@ def two_viewers(url: str, style: str, jpegs: list[bytes], seconds: float) -> dic
 def bare(stylizer: Stylizer, images: list[Image.Image], seconds: float) -> dict[str, Any]:
     stylizer(images[0])
     times, n = [], 0
+    cpu = time.process_time()
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
         t = time.perf_counter()
@@ -181,8 +185,23 @@ def bare(stylizer: Stylizer, images: list[Image.Image], seconds: float) -> dict[
         times.append((time.perf_counter() - t) * 1000)
         n += 1
     return {"fps": len(times) / (time.perf_counter() - start), "frames": len(times), "sent": len(times),
+            "cpu_ms": (time.process_time() - cpu) * 1000 / len(times),
             "latency_ms_p50": percentile(times, 0.5), "latency_ms_p90": percentile(times, 0.9),
             "latency_ms_max": max(times)}
+
+
+def server_cpu(proc: subprocess.Popen[bytes] | None) -> float:
+    """CPU seconds (user + system, all threads) the server subprocess used so far; NaN with --url.
+
+    On a shared machine wall-clock frames/s say little; CPU time per frame says what an idle one would do.
+    """
+    if proc is None:
+        return float("nan")
+    try:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -237,6 +256,7 @@ def main() -> None:
                 w, h = (int(v) for v in size.lower().split("x"))
                 images, jpegs = make_frames(w, h)
                 for client in clients:
+                    cpu = server_cpu(proc)
                     if client == "bare Stylizer":
                         r = bare(stylizer, images, args.seconds)
                     elif client == "paced":
@@ -245,6 +265,8 @@ def main() -> None:
                         r = flood(url, style, jpegs, args.seconds, args.flood_ms)
                     else:
                         r = two_viewers(url, style, jpegs, args.seconds)
+                    if "processed" in r:  # the server's CPU time per stylized frame, threads and all
+                        r["cpu_ms"] = (server_cpu(proc) - cpu) * 1000 / r.pop("processed")
                     runs.setdefault((size, client), []).append(r)
     finally:
         if proc is not None:
@@ -262,8 +284,8 @@ def main() -> None:
     header = (f"## Live mode, {device}: {machine_description()}, style {style}, {stylizer.runner.backend} "
               f"(backend {args.backend}), median of {args.rounds} round(s) x {args.seconds:g} s, "
               f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
-    lines = [header, "", "| frame | client | frames/s | vs bare | latency p50 ms | p90 ms | max ms | sent | notes |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [header, "", "| frame | client | frames/s | vs bare | latency p50 ms | p90 ms | max ms | CPU ms/frame | "
+             "sent | notes |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     bare_fps = {r["size"]: r["fps"] for r in rows if r["client"] == "bare Stylizer"}
     for r in rows:
         r["vs_bare"] = r["fps"] / bare_fps[r["size"]]
@@ -276,7 +298,7 @@ def main() -> None:
             notes = f"server {r['server_ms_p50']:.0f} ms"
         lines.append(f"| {r['size']} | {r['client']} | {r['fps']:.1f} | {r['vs_bare']:.2f}x | "
                      f"{r['latency_ms_p50']:.0f} | {r['latency_ms_p90']:.0f} | {r['latency_ms_max']:.0f} | "
-                     f"{r['sent']:.0f} | {notes} |")
+                     f"{r.get('cpu_ms', float('nan')):.0f} | {r['sent']:.0f} | {notes} |")
     print_and_save("\n".join(lines), args.out, f"live-{device}.md")
     Path(args.out, f"live-{device}.json").write_text(json.dumps(
         {"machine": machine_description(), "style": style, "backend": stylizer.runner.backend,
