@@ -205,6 +205,23 @@ def test_live_off(model_file: Path) -> None:
             ws.receive_json()
 
 
+@pytest.mark.parametrize(("origin", "allowed"), [
+    ("http://evil.example", False), ("http://testserver.evil.example", False), ("http://testserver", True),
+    (None, True),
+])
+def test_only_this_servers_page_may_connect(client: TestClient, origin: str | None, allowed: bool) -> None:
+    headers = {"origin": origin} if origin else {}
+    with client.websocket_connect("/api/live", headers=headers) as ws:
+        msg = ws.receive_json()
+        if allowed:
+            assert msg["type"] == "hello"
+        else:
+            assert msg == {"type": "forbidden", "message": "live connections from another site's page are refused"}
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 1008
+
+
 def _wait(predicate: Any, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -13,7 +13,8 @@ Protocol (one socket per viewer):
 * server -> client, text, on connect: ``{"type": "hello", "config": {...}, "styles": [...],
   "fast": [...], "limits": {...}}``; or ``{"type": "busy", "message": ...}`` and a close with
   code 1013 (try again later) when ``max_live`` viewers are already connected
-  (``{"type": "unavailable", ...}`` when live mode is off or the server has no style).
+  (``{"type": "unavailable", ...}`` when live mode is off or the server has no style, ``{"type":
+  "forbidden", ...}`` for a page from another origin: the ``Origin`` header must match ``Host``).
 * client -> server, text: a control message, ``{"type": "config", "style": NAME, "strength": 0..1
   or null, "scale": 0.1..8 or null, "preserve_color": bool}`` (any subset of the fields); the
   server answers with the whole config, ``{"type": "config", ...}``. It applies from the next
@@ -40,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 from fastapi import FastAPI, WebSocket
@@ -288,6 +290,9 @@ def add_live_route(app: FastAPI, registry: Any, max_live: int = 4, workers: int 
     @app.websocket("/api/live")
     async def live(websocket: WebSocket) -> None:
         await websocket.accept()
+        if not same_origin(websocket):
+            await _refuse(websocket, "forbidden", "live connections from another site's page are refused", 1008)
+            return
         names = list(registry.entries)
         style = default_style(names)
         if style is None or max_live <= 0:
@@ -319,6 +324,15 @@ def add_live_route(app: FastAPI, registry: Any, max_live: int = 4, workers: int 
             hub.leave(viewer)
 
     return hub
+
+
+def same_origin(websocket: WebSocket) -> bool:
+    """Browsers let any page open a WebSocket anywhere: only this server's own page (or a client that
+    sends no Origin, like a script) may spend its CPU. The Origin's host:port must be the Host header."""
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc.lower() == websocket.headers.get("host", "").lower()
 
 
 async def _refuse(websocket: WebSocket, kind: str, message: str, code: int) -> None:
