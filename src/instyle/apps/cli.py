@@ -413,6 +413,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="largest image the network may see, after the stroke scale (default 40 MP)")
     p.add_argument("--body-timeout", type=float, default=120.0, metavar="SECONDS",
                    help="a request body that takes longer than this to arrive gets 408")
+    p.add_argument("--max-live", type=int, default=4, help="live-mode (webcam) viewers at once; 0 turns it off")
     _add_backend(p)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_serve)
@@ -427,7 +428,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
             raise InstyleError(f"{m}: no such model file")
         models[Path(m).stem] = Path(m)
     serve(host=a.host, port=a.port, models=models, max_upload_mb=a.max_upload_mb, device=a.device, backend=a.backend,
-          max_pixels=a.max_pixels, body_timeout_s=a.body_timeout)
+          max_pixels=a.max_pixels, body_timeout_s=a.body_timeout, max_live=a.max_live)
     return 0
 
 
