@@ -19,6 +19,10 @@ backend            what it does
 ``cuda-graphs``    fp16 on CUDA, each input shape captured once as a CUDA graph and replayed
 ``int8``           8-bit weights and activations (torchao PT2E, oneDNN VNNI kernels via inductor),
                    quantized and compiled once per input shape; CPU, ``pip install instyle[int8]``
+``aot-fp32``       ``torch.export`` + AOTInductor with dynamic N/H/W, compiled once per model and
+                   machine and cached on disk (``instyle.inference.compiled``): every size, no wait
+``aot-bf16``       the same in bf16 channels_last (CPUs with native bf16)
+``aot-fp16``       the same in fp16 on CUDA (untested: written without a GPU)
 =================  ======================================================================
 """
 
@@ -39,12 +43,15 @@ from torch import Tensor, nn
 from instyle.core.errors import InstyleError
 from instyle.core.files import atomic_write_bytes, atomic_write_text, cache_dir
 from instyle.core.hardware import cpu_supports_bf16, pick_device
+from instyle.inference import compiled
 from instyle.inference.rewrites import fold_upsampling, widen_thin_convs
 
 BACKENDS = ("auto", "eager", "channels_last", "bf16", "compile", "compile-bf16", "onnxruntime", "fp16", "cuda-graphs",
-            "compile-fp16", "int8")
+            "compile-fp16", "int8", "aot-fp32", "aot-bf16", "aot-fp16")
 MIN_PSNR = 40.0
-CUDA_ONLY = ("fp16", "cuda-graphs", "compile-fp16")
+CUDA_ONLY = ("fp16", "cuda-graphs", "compile-fp16", "aot-fp16")
+#: Sizes ``auto`` validates on: one even, one odd (the compiled paths pad and crop outside the graph).
+CHECK_SIZES = ((96, 128), (75, 113))
 
 
 def psnr(a: Tensor, b: Tensor) -> float:
@@ -112,15 +119,10 @@ class CompiledRunner(ModuleRunner):
     def __init__(self, module: nn.Module, device: torch.device, backend: str, dtype: torch.dtype,
                  channels_last: bool = True, widen: bool = False):
         super().__init__(module, device, backend, dtype=dtype, channels_last=channels_last, widen=widen)
-        import torch._dynamo
-        import torch._inductor.config
-
-        # One compiled graph per frame size; a stylizer sees a handful of sizes, not hundreds.
-        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
         # Freezing treats the weights as constants: inductor folds them into prepacked oneDNN
-        # convolutions with fused bias/ReLU, the documented path for CPU inference. Inference only.
-        torch._inductor.config.freezing = True
-        self.compiled = torch.compile(self.module, dynamic=False)
+        # convolutions with fused bias/ReLU, the documented path for CPU inference. Inference only,
+        # so it is an option of this compilation, never a process-wide switch (#15).
+        self.compiled = torch.compile(self.module, dynamic=False, options={"freezing": True})
         eager_name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "channels_last")
         self._eager = ModuleRunner(module, device, eager_name, dtype=dtype, channels_last=channels_last)
         self._eager.module = self.module  # same weights, no second copy
@@ -130,8 +132,58 @@ class CompiledRunner(ModuleRunner):
         return self._eager
 
     def __call__(self, x: Tensor) -> Tensor:
-        with torch.inference_mode():
+        with torch.inference_mode(), recompile_limit(32):
             return self.compiled(self.prepare(x)).float().contiguous()
+
+
+@contextlib.contextmanager
+def recompile_limit(n: int) -> Any:
+    """Dynamo's per-function graph limit raised to ``n`` for the calls inside only: a stylizer sees a
+    handful of frame sizes, each one graph, and other ``torch.compile`` users keep their limit (#15)."""
+    import torch._dynamo
+
+    cfg = torch._dynamo.config
+    name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+    with cfg.patch(**{name: max(getattr(cfg, name), n)}):
+        yield
+
+
+class AotRunner(Runner):
+    """An AOTInductor package with dynamic N/H/W, compiled once per (weights, dtype, machine, torch,
+    instyle) and loaded from ``instyle.inference.compiled``'s cache: no per-size compilation.
+
+    The graph takes sides that are multiples of the generator's size multiple; padding to that and
+    cropping back happen here, with the generator's own rule (``pad_for``), so every size matches
+    eager. Sides beyond ``compiled.MAX_SIDE`` run eagerly; batches beyond ``MAX_BATCH`` are split.
+    """
+
+    def __init__(self, module: nn.Module, device: torch.device, backend: str, dtype: torch.dtype,
+                 label: str = "this model"):
+        self.backend, self.device, self.dtype = backend, device, dtype
+        self.module = module
+        self.multiple, self.min_size = compiled.size_multiple(module)
+        self.run = compiled.load_or_build(module, dtype, device, label=label)
+        self._eager: Runner | None = None
+
+    @property
+    def eager_runner(self) -> Runner:
+        if self._eager is None:  # built on demand: one-image calls never tile
+            name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "eager")
+            self._eager = ModuleRunner(self.module, self.device, name, dtype=self.dtype,
+                                       channels_last=self.dtype != torch.float32)
+        return self._eager
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if max(x.shape[-2:]) > compiled.MAX_SIDE:
+            return self.eager_runner(x)
+        if x.shape[0] > compiled.MAX_BATCH:
+            return torch.cat([self(part) for part in x.split(compiled.MAX_BATCH)])
+        with torch.inference_mode():
+            padded, (left, right, top, bottom) = compiled.pad_for(x.to(self.device, torch.float32).contiguous(),
+                                                                  self.multiple, self.min_size)
+            y = self.run(padded)
+            h, w = padded.shape[-2:]
+            return y[..., top : h - bottom, left : w - right].contiguous()
 
 
 class OnnxRunner(Runner):
@@ -262,7 +314,6 @@ class Int8Runner(Runner):
         return self._eager
 
     def _quantize(self, shape: tuple[int, ...]) -> Callable[[Tensor], Tensor]:
-        import torch._inductor.config
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -274,8 +325,7 @@ class Int8Runner(Runner):
         prepared = prepare_pt2e(graph, quantizer)
         for seed in range(3):
             prepared(sample_image((h, w), n=n, seed=seed))
-        torch._inductor.config.freezing = True
-        return torch.compile(convert_pt2e(prepared))
+        return torch.compile(convert_pt2e(prepared), options={"freezing": True})
 
     def __call__(self, x: Tensor) -> Tensor:
         key = tuple(x.shape)
@@ -290,53 +340,89 @@ def available_backends(device: torch.device) -> list[str]:
     if device.type == "cpu":
         names += ["bf16", "compile-bf16"] + (["onnxruntime"] if _importable("onnx", "onnxruntime") else [])
         names += ["int8"] if _importable("torchao") else []
+        names += ["aot-fp32", "aot-bf16"]
     if device.type == "cuda":
-        names += ["bf16", "fp16", "cuda-graphs", "compile-fp16"]
+        names += ["bf16", "fp16", "cuda-graphs", "compile-fp16", "aot-fp16"]
     return names
 
 
 def _importable(*modules: str) -> bool:
     """Whether an optional extra's modules are installed (``export``: onnx + onnxruntime; ``int8``: torchao)."""
-    import importlib
+    import importlib.util
 
-    try:
-        for name in modules:
-            importlib.import_module(name)
-    except ImportError:
-        return False
-    return True
+    return all(importlib.util.find_spec(name) is not None for name in modules)
 
 
 def auto_candidates(device: torch.device) -> list[str]:
-    """What ``auto`` tries, best first (each must pass the PSNR check); measured order, see
-    docs/benchmarks.md. On a CPU with native bf16, bf16 eager is fastest (and needs no export);
-    ONNX Runtime (fp32) comes next and is the pick elsewhere; plain ``channels_last`` is noise.
-    Compiled paths are never automatic (though ``compile-bf16`` wins at 1024² and up, and
-    ``compile-fp16`` on CUDA at every size): their warm-up costs seconds to a minute per image
-    size, which one image never recovers. On an H200 ``fp16`` ran 1.24-1.26x fp32 eager at
-    1920x1080 and 4K (0.81x at 256², where kernel launches dominate)."""
+    """What ``auto`` tries, best first (each must pass the PSNR check at ``CHECK_SIZES``); measured
+    order, see docs/benchmarks.md.
+
+    First the AOT-compiled package: compiled once per model and machine with dynamic sizes and
+    cached on disk, so no image size waits after the first run. Its precision follows the CPU: bf16
+    with AMX (where bf16 convolutions are several times fp32), fp32 elsewhere, including AVX-512
+    BF16 without AMX, where the compiled fp32 package measured faster than the compiled bf16 one.
+    Then the eager paths as before: bf16 eager on native-bf16 CPUs, ONNX Runtime (fp32), eager.
+    int8 is never automatic (below 40 dB at 1080p; slower than bf16 on AMX; docs/benchmarks.md).
+    On CUDA: ``aot-fp16`` (untested: written without a GPU; it falls back when it fails), then
+    ``fp16``, which ran 1.24-1.26x fp32 eager at 1920x1080 and 4K on an H200.
+    """
     if device.type == "cuda":
-        return ["fp16", "eager"]
+        return ["aot-fp16", "fp16", "eager"]
     onnx = ["onnxruntime"] if _importable("onnx", "onnxruntime") else []
-    return (["bf16"] if cpu_supports_bf16() else []) + onnx + ["eager"]
+    aot = ["aot-bf16" if compiled.has_amx() else "aot-fp32"]
+    return aot + (["bf16"] if cpu_supports_bf16() else []) + onnx + ["eager"]
+
+
+def _validation_parts(module: nn.Module, device: torch.device, candidates: list[str], min_psnr: float
+                      ) -> dict[str, Any]:
+    """What a cached ``auto`` pick depends on: the weights, the machine, torch/instyle, the rules."""
+    return {"weights": compiled.weights_digest(module), "candidates": candidates, "min_psnr": min_psnr,
+            "sizes": [list(s) for s in CHECK_SIZES], "kind": "auto/1", **compiled.machine_key(device)}
+
+
+def _auto(module: nn.Module, dev: torch.device, min_psnr: float, label: str) -> Runner:
+    """``auto``: the recorded pick when one holds for this model and machine, else validate and record."""
+    candidates = auto_candidates(dev)
+    parts = _validation_parts(module, dev, candidates, min_psnr)
+    hit = compiled.cached_choice(parts)
+    if hit is not None and hit["backend"] in candidates:
+        try:
+            return build_runner(module, hit["backend"], dev, label=label)
+        except InstyleError as exc:  # e.g. the package was deleted and does not compile any more
+            compiled.note(f"{hit['backend']}: {exc}; revalidating")
+            compiled.forget_choice(parts)
+    for i, name in enumerate(candidates):
+        if name == "eager":
+            compiled.record_choice(parts, name, math.inf)
+            return build_runner(module, name, dev)
+        try:
+            runner = build_runner(module, name, dev, label=label)
+            db = min(check_psnr(runner, module, size) for size in CHECK_SIZES)
+        except Exception as exc:  # an optional path that cannot run here: next one, in one line
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            compiled.note(f"{name} unavailable ({first}); trying {candidates[i + 1]}")
+            continue
+        if db >= min_psnr:
+            compiled.record_choice(parts, name, db)
+            return runner
+        compiled.note(f"{name} gave {db:.1f} dB against fp32 (< {min_psnr:g}); trying {candidates[i + 1]}")
+    raise AssertionError("unreachable: eager is always a candidate")
 
 
 def build_runner(module: nn.Module, backend: str = "auto", device: str | torch.device = "auto",
-                 min_psnr: float = MIN_PSNR) -> Runner:
+                 min_psnr: float = MIN_PSNR, label: str = "this model") -> Runner:
     """A runner for ``module`` (already on ``device``, in [0, 1] -> [0, 1]).
 
     ``auto`` validates its candidates with ``check_psnr`` on the actual model and takes the first
-    one at ``min_psnr`` dB or more; an explicit backend is built as asked, unchecked.
+    one at ``min_psnr`` dB or more, and records that pick on disk (``instyle.inference.compiled``)
+    so later processes skip the check; an explicit backend is built as asked, unchecked.
+    ``label`` names the model in the one-line notes about first-use compilation.
     """
     dev = pick_device(device) if isinstance(device, str) else device
     if backend not in BACKENDS:
         raise InstyleError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        for name in auto_candidates(dev):
-            runner = build_runner(module, name, dev)
-            if name == "eager" or check_psnr(runner, module, (96, 128)) >= min_psnr:
-                return runner
-        raise AssertionError("unreachable: eager is always a candidate")
+        return _auto(module, dev, min_psnr, label)
     if backend in CUDA_ONLY and dev.type != "cuda":
         raise InstyleError(f"the {backend} backend needs a CUDA GPU")
     if dev.type == "cuda":
@@ -357,6 +443,9 @@ def build_runner(module: nn.Module, backend: str = "auto", device: str | torch.d
         return CompiledRunner(module, dev, backend, torch.bfloat16)
     if backend == "compile-fp16":
         return CompiledRunner(module, dev, backend, torch.float16, channels_last=False, widen=True)
+    if backend in ("aot-fp32", "aot-bf16", "aot-fp16"):
+        dtype = {"aot-fp32": torch.float32, "aot-bf16": torch.bfloat16, "aot-fp16": torch.float16}[backend]
+        return AotRunner(module, dev, backend, dtype, label=label)
     if backend == "onnxruntime":
         if dev.type != "cpu":
             raise InstyleError("the onnxruntime backend runs on the CPU; use --device cpu")
