@@ -32,6 +32,7 @@ import contextlib
 import copy
 import hashlib
 import math
+import os
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -119,10 +120,7 @@ class CompiledRunner(ModuleRunner):
     def __init__(self, module: nn.Module, device: torch.device, backend: str, dtype: torch.dtype,
                  channels_last: bool = True, widen: bool = False):
         super().__init__(module, device, backend, dtype=dtype, channels_last=channels_last, widen=widen)
-        # Freezing treats the weights as constants: inductor folds them into prepacked oneDNN
-        # convolutions with fused bias/ReLU, the documented path for CPU inference. Inference only,
-        # so it is an option of this compilation, never a process-wide switch (#15).
-        self.compiled = torch.compile(self.module, dynamic=False, options={"freezing": True})
+        self.compiled = torch.compile(self.module, dynamic=False)
         eager_name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "channels_last")
         self._eager = ModuleRunner(module, device, eager_name, dtype=dtype, channels_last=channels_last)
         self._eager.module = self.module  # same weights, no second copy
@@ -132,19 +130,25 @@ class CompiledRunner(ModuleRunner):
         return self._eager
 
     def __call__(self, x: Tensor) -> Tensor:
-        with torch.inference_mode(), recompile_limit(32):
+        with torch.inference_mode(), compile_scope(32):
             return self.compiled(self.prepare(x)).float().contiguous()
 
 
 @contextlib.contextmanager
-def recompile_limit(n: int) -> Any:
-    """Dynamo's per-function graph limit raised to ``n`` for the calls inside only: a stylizer sees a
-    handful of frame sizes, each one graph, and other ``torch.compile`` users keep their limit (#15)."""
+def compile_scope(recompile_limit: int = 8) -> Any:
+    """The compiler switches inference wants, for the calls inside only (compilation happens lazily
+    on a call), so other ``torch.compile`` users in the process keep theirs (#15).
+
+    Freezing treats the weights as constants: inductor folds them into prepacked oneDNN convolutions
+    with fused bias/ReLU, the documented path for CPU inference. Dynamo's per-function graph limit is
+    raised to ``recompile_limit``: a stylizer sees a handful of frame sizes, one graph each.
+    """
     import torch._dynamo
+    import torch._inductor.config
 
     cfg = torch._dynamo.config
     name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
-    with cfg.patch(**{name: max(getattr(cfg, name), n)}):
+    with cfg.patch(**{name: max(getattr(cfg, name), recompile_limit)}), torch._inductor.config.patch(freezing=True):
         yield
 
 
@@ -325,11 +329,11 @@ class Int8Runner(Runner):
         prepared = prepare_pt2e(graph, quantizer)
         for seed in range(3):
             prepared(sample_image((h, w), n=n, seed=seed))
-        return torch.compile(convert_pt2e(prepared), options={"freezing": True})
+        return torch.compile(convert_pt2e(prepared))
 
     def __call__(self, x: Tensor) -> Tensor:
         key = tuple(x.shape)
-        with torch.no_grad():
+        with torch.no_grad(), compile_scope():
             graph = _per_shape(self._graphs, key, lambda: self._quantize(key), self.max_shapes)
             return graph(x.to(self.device).float()).float().contiguous()
 
@@ -365,11 +369,13 @@ def auto_candidates(device: torch.device) -> list[str]:
     int8 is never automatic (below 40 dB at 1080p; slower than bf16 on AMX; docs/benchmarks.md).
     On CUDA: ``aot-fp16`` (untested: written without a GPU; it falls back when it fails), then
     ``fp16``, which ran 1.24-1.26x fp32 eager at 1920x1080 and 4K on an H200.
+    ``INSTYLE_AOT=0`` leaves the compiled packages out (the test suite does, to stay fast).
     """
+    aot_ok = os.environ.get("INSTYLE_AOT", "1") != "0"
     if device.type == "cuda":
-        return ["aot-fp16", "fp16", "eager"]
+        return (["aot-fp16"] if aot_ok else []) + ["fp16", "eager"]
     onnx = ["onnxruntime"] if _importable("onnx", "onnxruntime") else []
-    aot = ["aot-bf16" if compiled.has_amx() else "aot-fp32"]
+    aot = ["aot-bf16" if compiled.has_amx() else "aot-fp32"] if aot_ok else []
     return aot + (["bf16"] if cpu_supports_bf16() else []) + onnx + ["eager"]
 
 

@@ -43,7 +43,7 @@ MAX_SIDE = 8192
 #: Largest batch the compiled graph takes; larger batches are split.
 MAX_BATCH = 64
 #: How many packages this process has compiled (tests assert reuse on it, never on timing).
-BUILDS = 0
+build_count = 0
 _FEATURE_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
                   "amx_bf16", "amx_int8", "amx_tile", "fma", "f16c")
 _LOADED: dict[str, Any] = {}  # path + sha -> loaded package, so Stylizers of one model share it
@@ -199,7 +199,7 @@ def load_or_build(module: nn.Module, dtype: torch.dtype, device: torch.device, l
     First use on a machine compiles (tens of seconds; a line on stderr says so), later processes
     load the verified package in milliseconds. Raises ``InstyleError`` when compilation fails.
     """
-    global BUILDS
+    global build_count
     parts = {"weights": weights_digest(module), "dtype": str(dtype), "kind": "aoti/1", **machine_key(device)}
     key = entry_key(parts)
     folder = compiled_dir()
@@ -219,7 +219,7 @@ def load_or_build(module: nn.Module, dtype: torch.dtype, device: torch.device, l
             try:
                 folder.mkdir(parents=True, exist_ok=True)
                 build_package(module, dtype, device, tmp)
-                BUILDS += 1
+                build_count += 1
                 digest = sha256_file(tmp)
                 os.replace(tmp, path)
             except Exception as exc:  # compilers fail in many ways; one line, the caller falls back
