@@ -33,6 +33,7 @@ import copy
 import hashlib
 import math
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -53,6 +54,8 @@ MIN_PSNR = 40.0
 CUDA_ONLY = ("fp16", "cuda-graphs", "compile-fp16", "aot-fp16")
 #: Sizes ``auto`` validates on: one even, one odd (the compiled paths pad and crop outside the graph).
 CHECK_SIZES = ((96, 128), (75, 113))
+#: The size ``auto`` times its validated candidates at, once per model and machine.
+RACE_SIZE = (512, 512)
 
 
 def psnr(a: Tensor, b: Tensor) -> float:
@@ -358,8 +361,8 @@ def _importable(*modules: str) -> bool:
 
 
 def auto_candidates(device: torch.device) -> list[str]:
-    """What ``auto`` tries, best first (each must pass the PSNR check at ``CHECK_SIZES``); measured
-    order, see docs/benchmarks.md.
+    """What ``auto`` tries (each must pass the PSNR check at ``CHECK_SIZES``; the fastest that passes
+    at ``RACE_SIZE`` wins, timed once per model and machine and recorded); see docs/benchmarks.md.
 
     First the AOT-compiled package: compiled once per model and machine with dynamic sizes and
     cached on disk, so no image size waits after the first run. Its precision follows the CPU: bf16
@@ -386,8 +389,24 @@ def _validation_parts(module: nn.Module, device: torch.device, candidates: list[
             "sizes": [list(s) for s in CHECK_SIZES], "kind": "auto/1", **compiled.machine_key(device)}
 
 
+def _race(runners: dict[str, Runner], size: tuple[int, int], rounds: int = 2) -> dict[str, float]:
+    """Best-of-``rounds`` milliseconds per runner at ``size``, interleaved (one untimed call each
+    first), so a busy machine slows every candidate alike."""
+    x = sample_image(size).to(next(iter(runners.values())).device)
+    for runner in runners.values():
+        runner(x)
+    best = dict.fromkeys(runners, math.inf)
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            t = time.perf_counter()
+            runner(x)
+            best[name] = min(best[name], (time.perf_counter() - t) * 1000)
+    return best
+
+
 def _auto(module: nn.Module, dev: torch.device, min_psnr: float, label: str) -> Runner:
-    """``auto``: the recorded pick when one holds for this model and machine, else validate and record."""
+    """``auto``: the recorded pick when one holds for this model and machine; else validate every
+    candidate, time the ones that pass at ``RACE_SIZE`` and record the fastest (first use only)."""
     candidates = auto_candidates(dev)
     parts = _validation_parts(module, dev, candidates, min_psnr)
     hit = compiled.cached_choice(parts)
@@ -397,22 +416,31 @@ def _auto(module: nn.Module, dev: torch.device, min_psnr: float, label: str) -> 
         except InstyleError as exc:  # e.g. the package was deleted and does not compile any more
             compiled.note(f"{hit['backend']}: {exc}; revalidating")
             compiled.forget_choice(parts)
-    for i, name in enumerate(candidates):
+    passed: dict[str, Runner] = {}
+    scores: dict[str, float] = {}
+    for name in candidates:
         if name == "eager":
-            compiled.record_choice(parts, name, math.inf)
-            return build_runner(module, name, dev)
+            passed[name], scores[name] = build_runner(module, name, dev), math.inf
+            break
         try:
             runner = build_runner(module, name, dev, label=label)
             db = min(check_psnr(runner, module, size) for size in CHECK_SIZES)
-        except Exception as exc:  # an optional path that cannot run here: next one, in one line
+        except Exception as exc:  # an optional path that cannot run here: the others, in one line
             first = (str(exc).strip().splitlines() or [""])[0][:200]
-            compiled.note(f"{name} unavailable ({first}); trying {candidates[i + 1]}")
+            compiled.note(f"{name} unavailable here ({first})")
             continue
         if db >= min_psnr:
-            compiled.record_choice(parts, name, db)
-            return runner
-        compiled.note(f"{name} gave {db:.1f} dB against fp32 (< {min_psnr:g}); trying {candidates[i + 1]}")
-    raise AssertionError("unreachable: eager is always a candidate")
+            passed[name], scores[name] = runner, db
+        else:
+            compiled.note(f"{name} gave {db:.1f} dB against fp32 (< {min_psnr:g}): not used")
+    times = _race(passed, RACE_SIZE) if len(passed) > 1 else {}
+    pick = min(times, key=times.__getitem__) if times else next(iter(passed))
+    if times:
+        ranking = ", ".join(f"{k} {v:.0f} ms" for k, v in sorted(times.items(), key=lambda kv: kv[1]))
+        compiled.note(f"fastest validated path here: {pick} ({ranking} at {RACE_SIZE[1]}x{RACE_SIZE[0]}); "
+                      "recorded for later runs")
+    compiled.record_choice(parts, pick, scores[pick], times)
+    return passed[pick]
 
 
 def build_runner(module: nn.Module, backend: str = "auto", device: str | torch.device = "auto",

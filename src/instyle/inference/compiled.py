@@ -267,11 +267,12 @@ def cached_choice(parts: dict[str, Any]) -> dict[str, Any] | None:
     return data
 
 
-def record_choice(parts: dict[str, Any], backend: str, psnr_db: float) -> None:
-    """Keep ``auto``'s pick (atomically, with a checksum); a read-only cache only costs a revalidation."""
+def record_choice(parts: dict[str, Any], backend: str, psnr_db: float, ms: dict[str, float] | None = None) -> None:
+    """Keep ``auto``'s pick (atomically, with a checksum); a read-only cache only costs a revalidation.
+    ``ms``: the candidates' timings, kept for people reading the record."""
     key = entry_key(parts)
     body = {"key": key, "backend": backend, "psnr": None if psnr_db == float("inf") else round(psnr_db, 2),
-            "parts": parts}
+            "ms": {k: round(v, 1) for k, v in (ms or {}).items()}, "parts": parts}
     body["sha256"] = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     with contextlib.suppress(OSError):
         atomic_write_text(compiled_dir() / "validated" / f"{key}.json", json.dumps(body, indent=1))
