@@ -247,3 +247,29 @@ def test_compile_switches_stay_scoped() -> None:
     with backends.compile_scope(limit + 100):
         assert getattr(cfg, name) == limit + 100 and torch._inductor.config.freezing
     assert (torch._inductor.config.freezing, getattr(cfg, name)) == (freezing, limit)
+
+
+def test_corrupt_onnx_cache_is_exported_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ONNX graph ``auto`` may pick (ONNX Runtime) is cached too, and checked the same way."""
+    pytest.importorskip("onnx")
+    from instyle.inference import export
+    from instyle.models import create_model
+    from instyle.models.clamped import ClampedGenerator
+
+    monkeypatch.setenv("INSTYLE_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    module = ClampedGenerator(create_model("johnson-half")).eval()
+    backends.cached_onnx(module)
+    (graph,) = (tmp_path / "onnx").glob("*.onnx")
+    graph.write_bytes(b"not an onnx graph")
+    exports: list[int] = []
+    real = export.onnx_bytes
+
+    def counting(*args: object, **kw: object) -> tuple[bytes, int]:
+        exports.append(1)
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(export, "onnx_bytes", counting)
+    data, side = backends.cached_onnx(module)
+    assert exports == [1] and data != b"not an onnx graph" and graph.read_bytes() == data and side > 0
+    assert backends.cached_onnx(module) == (data, side) and exports == [1]  # intact now: reused

@@ -227,23 +227,26 @@ class OnnxRunner(Runner):
 
 def cached_onnx(module: nn.Module) -> tuple[bytes, int]:
     """``export.onnx_bytes`` once per set of weights: the export takes seconds, a one-image CLI call
-    shouldn't pay it. Returns the graph and its smallest exact side."""
+    shouldn't pay it. Returns the graph and its smallest exact side. The cached graph is only used
+    when its sha256 matches its JSON sidecar (never trusted); otherwise it is exported again."""
+    import json
+
     from instyle.inference.export import onnx_bytes
 
-    h = hashlib.sha256(f"{torch.__version__}|{module!r}".encode())
-    for k, v in module.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    path = cache_dir() / "onnx" / f"{h.hexdigest()[:32]}.onnx"
-    meta = path.with_suffix(".min_side")
-    if path.is_file() and meta.is_file():
-        return path.read_bytes(), int(meta.read_text())
+    key = hashlib.sha256(f"{torch.__version__}|{compiled.weights_digest(module)}".encode()).hexdigest()[:32]
+    path = cache_dir() / "onnx" / f"{key}.onnx"
+    meta = compiled.read_json(path.with_suffix(".json"))
+    if meta is not None and path.is_file():
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() == meta.get("sha256") and isinstance(meta.get("min_side"), int):
+            return data, meta["min_side"]
     module_cpu = module if next(module.parameters()).device.type == "cpu" else copy.deepcopy(module).cpu()
     data, side = onnx_bytes(module_cpu.eval())
     with contextlib.suppress(OSError):  # a read-only cache only costs the next call another export
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, data)
-        atomic_write_text(meta, str(side))
+        atomic_write_text(path.with_suffix(".json"),
+                          json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "min_side": side}))
     return data, side
 
 
@@ -300,8 +303,9 @@ class Int8Runner(Runner):
 
     Activation ranges are calibrated on three synthetic photo-like images of the input's shape
     (``sample_image``), never on the user's image, so results do not depend on what came first.
-    Measured 4.6x fp32 eager at 512² at 40.2 dB, but 38 dB at 1920x1080 (docs/benchmarks.md Run D):
-    explicit only, never ``auto``.
+    Measured 4.6x fp32 eager at 512² at 40.2 dB, but 38 dB at 1920x1080 (docs/benchmarks.md Run D);
+    on an AVX-512 Xeon without AMX 50.8 dB and 1.41x at 1080p but 1.16x at 512², and every new size
+    waits 15-30 s for calibration and compilation: explicit only, never ``auto``.
     """
 
     backend = "int8"
@@ -413,8 +417,9 @@ def _auto(module: nn.Module, dev: torch.device, min_psnr: float, label: str) -> 
     if hit is not None and hit["backend"] in candidates:
         try:
             return build_runner(module, hit["backend"], dev, label=label)
-        except InstyleError as exc:  # e.g. the package was deleted and does not compile any more
-            compiled.note(f"{hit['backend']}: {exc}; revalidating")
+        except Exception as exc:  # e.g. the package was deleted and does not compile any more
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            compiled.note(f"{hit['backend']}: {first}; revalidating")
             compiled.forget_choice(parts)
     passed: dict[str, Runner] = {}
     scores: dict[str, float] = {}
