@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,10 @@ from PIL import Image
 
 from instyle.models import create_model
 from instyle.models.modelfile import save_model
+
+# ``auto`` would AOT-compile every random-weight model once (a minute each on 2 cores); the tests
+# of the compiled cache (tests/test_compiled_cache.py) turn it back on for themselves.
+os.environ.setdefault("INSTYLE_AOT", "0")
 
 
 def _photo(rng: np.random.Generator, w: int, h: int) -> Image.Image:

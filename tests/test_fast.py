@@ -106,7 +106,7 @@ def test_fused_instance_norm_matches_aten(styles: int, channels_last: bool) -> N
 
 def test_auto_picks_a_validated_path(module: torch.nn.Module) -> None:
     runner = build_runner(module, "auto", "cpu")
-    assert runner.backend == auto_candidates(torch.device("cpu"))[0]
+    assert runner.backend in auto_candidates(torch.device("cpu"))  # the fastest that passed, timed once
     assert auto_candidates(torch.device("cpu"))[-1] == "eager"
     if cpu_supports_bf16():
         assert "bf16" in auto_candidates(torch.device("cpu"))

@@ -19,6 +19,10 @@ backend            what it does
 ``cuda-graphs``    fp16 on CUDA, each input shape captured once as a CUDA graph and replayed
 ``int8``           8-bit weights and activations (torchao PT2E, oneDNN VNNI kernels via inductor),
                    quantized and compiled once per input shape; CPU, ``pip install instyle[int8]``
+``aot-fp32``       ``torch.export`` + AOTInductor with dynamic N/H/W, compiled once per model and
+                   machine and cached on disk (``instyle.inference.compiled``): every size, no wait
+``aot-bf16``       the same in bf16 channels_last (CPUs with native bf16)
+``aot-fp16``       the same in fp16 on CUDA (untested: written without a GPU)
 =================  ======================================================================
 """
 
@@ -27,6 +31,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import math
+import os
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -39,12 +46,17 @@ from instyle.core.errors import InstyleError
 from instyle.core.files import atomic_write_bytes, atomic_write_text, cache_dir
 from instyle.core.hardware import cpu_supports_bf16, pick_device
 from instyle.core.metrics import psnr
+from instyle.inference import compiled
 from instyle.inference.rewrites import fold_upsampling, widen_thin_convs
 
 BACKENDS = ("auto", "eager", "channels_last", "bf16", "compile", "compile-bf16", "onnxruntime", "fp16", "cuda-graphs",
-            "compile-fp16", "int8")
+            "compile-fp16", "int8", "aot-fp32", "aot-bf16", "aot-fp16")
 MIN_PSNR = 40.0
-CUDA_ONLY = ("fp16", "cuda-graphs", "compile-fp16")
+CUDA_ONLY = ("fp16", "cuda-graphs", "compile-fp16", "aot-fp16")
+#: Sizes ``auto`` validates on: one even, one odd (the compiled paths pad and crop outside the graph).
+CHECK_SIZES = ((96, 128), (75, 113))
+#: The size ``auto`` times its validated candidates at, once per model and machine.
+RACE_SIZE = (512, 512)
 
 
 class Runner:
@@ -106,14 +118,6 @@ class CompiledRunner(ModuleRunner):
     def __init__(self, module: nn.Module, device: torch.device, backend: str, dtype: torch.dtype,
                  channels_last: bool = True, widen: bool = False):
         super().__init__(module, device, backend, dtype=dtype, channels_last=channels_last, widen=widen)
-        import torch._dynamo
-        import torch._inductor.config
-
-        # One compiled graph per frame size; a stylizer sees a handful of sizes, not hundreds.
-        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
-        # Freezing treats the weights as constants: inductor folds them into prepacked oneDNN
-        # convolutions with fused bias/ReLU, the documented path for CPU inference. Inference only.
-        torch._inductor.config.freezing = True
         self.compiled = torch.compile(self.module, dynamic=False)
         eager_name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "channels_last")
         self._eager = ModuleRunner(module, device, eager_name, dtype=dtype, channels_last=channels_last)
@@ -124,8 +128,64 @@ class CompiledRunner(ModuleRunner):
         return self._eager
 
     def __call__(self, x: Tensor) -> Tensor:
-        with torch.inference_mode():
+        with torch.inference_mode(), compile_scope(32):
             return self.compiled(self.prepare(x)).float().contiguous()
+
+
+@contextlib.contextmanager
+def compile_scope(recompile_limit: int = 8) -> Any:
+    """The compiler switches inference wants, for the calls inside only (compilation happens lazily
+    on a call), so other ``torch.compile`` users in the process keep theirs (#15).
+
+    Freezing treats the weights as constants: inductor folds them into prepacked oneDNN convolutions
+    with fused bias/ReLU, the documented path for CPU inference. Dynamo's per-function graph limit is
+    raised to ``recompile_limit``: a stylizer sees a handful of frame sizes, one graph each.
+    """
+    import torch._dynamo
+    import torch._inductor.config
+
+    cfg = torch._dynamo.config
+    name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+    with cfg.patch(**{name: max(getattr(cfg, name), recompile_limit)}), torch._inductor.config.patch(freezing=True):
+        yield
+
+
+class AotRunner(Runner):
+    """An AOTInductor package with dynamic N/H/W, compiled once per (weights, dtype, machine, torch,
+    instyle) and loaded from ``instyle.inference.compiled``'s cache: no per-size compilation.
+
+    The graph takes sides that are multiples of the generator's size multiple; padding to that and
+    cropping back happen here, with the generator's own rule (``pad_for``), so every size matches
+    eager. Sides beyond ``compiled.MAX_SIDE`` run eagerly; batches beyond ``MAX_BATCH`` are split.
+    """
+
+    def __init__(self, module: nn.Module, device: torch.device, backend: str, dtype: torch.dtype,
+                 label: str = "this model"):
+        self.backend, self.device, self.dtype = backend, device, dtype
+        self.module = module
+        self.multiple, self.min_size = compiled.size_multiple(module)
+        self.run = compiled.load_or_build(module, dtype, device, label=label)
+        self._eager: Runner | None = None
+
+    @property
+    def eager_runner(self) -> Runner:
+        if self._eager is None:  # built on demand: one-image calls never tile
+            name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "eager")
+            self._eager = ModuleRunner(self.module, self.device, name, dtype=self.dtype,
+                                       channels_last=self.dtype != torch.float32)
+        return self._eager
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if max(x.shape[-2:]) > compiled.MAX_SIDE:
+            return self.eager_runner(x)
+        if x.shape[0] > compiled.MAX_BATCH:
+            return torch.cat([self(part) for part in x.split(compiled.MAX_BATCH)])
+        with torch.inference_mode():
+            padded, (left, right, top, bottom) = compiled.pad_for(x.to(self.device, torch.float32).contiguous(),
+                                                                  self.multiple, self.min_size)
+            y = self.run(padded)
+            h, w = padded.shape[-2:]
+            return y[..., top : h - bottom, left : w - right].contiguous()
 
 
 class OnnxRunner(Runner):
@@ -162,23 +222,26 @@ class OnnxRunner(Runner):
 
 def cached_onnx(module: nn.Module) -> tuple[bytes, int]:
     """``export.onnx_bytes`` once per set of weights: the export takes seconds, a one-image CLI call
-    shouldn't pay it. Returns the graph and its smallest exact side."""
+    shouldn't pay it. Returns the graph and its smallest exact side. The cached graph is only used
+    when its sha256 matches its JSON sidecar (never trusted); otherwise it is exported again."""
+    import json
+
     from instyle.inference.export import onnx_bytes
 
-    h = hashlib.sha256(f"{torch.__version__}|{module!r}".encode())
-    for k, v in module.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    path = cache_dir() / "onnx" / f"{h.hexdigest()[:32]}.onnx"
-    meta = path.with_suffix(".min_side")
-    if path.is_file() and meta.is_file():
-        return path.read_bytes(), int(meta.read_text())
+    key = hashlib.sha256(f"{torch.__version__}|{compiled.weights_digest(module)}".encode()).hexdigest()[:32]
+    path = cache_dir() / "onnx" / f"{key}.onnx"
+    meta = compiled.read_json(path.with_suffix(".json"))
+    if meta is not None and path.is_file():
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() == meta.get("sha256") and isinstance(meta.get("min_side"), int):
+            return data, meta["min_side"]
     module_cpu = module if next(module.parameters()).device.type == "cpu" else copy.deepcopy(module).cpu()
     data, side = onnx_bytes(module_cpu.eval())
     with contextlib.suppress(OSError):  # a read-only cache only costs the next call another export
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, data)
-        atomic_write_text(meta, str(side))
+        atomic_write_text(path.with_suffix(".json"),
+                          json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "min_side": side}))
     return data, side
 
 
@@ -235,8 +298,9 @@ class Int8Runner(Runner):
 
     Activation ranges are calibrated on three synthetic photo-like images of the input's shape
     (``sample_image``), never on the user's image, so results do not depend on what came first.
-    Measured 4.6x fp32 eager at 512² at 40.2 dB, but 38 dB at 1920x1080 (docs/benchmarks.md Run D):
-    explicit only, never ``auto``.
+    Measured 4.6x fp32 eager at 512² at 40.2 dB, but 38 dB at 1920x1080 (docs/benchmarks.md Run D);
+    on an AVX-512 Xeon without AMX 50.8 dB and 1.41x at 1080p but 1.16x at 512², and every new size
+    waits 15-30 s for calibration and compilation: explicit only, never ``auto``.
     """
 
     backend = "int8"
@@ -256,7 +320,6 @@ class Int8Runner(Runner):
         return self._eager
 
     def _quantize(self, shape: tuple[int, ...]) -> Callable[[Tensor], Tensor]:
-        import torch._inductor.config
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -268,12 +331,11 @@ class Int8Runner(Runner):
         prepared = prepare_pt2e(graph, quantizer)
         for seed in range(3):
             prepared(sample_image((h, w), n=n, seed=seed))
-        torch._inductor.config.freezing = True
         return torch.compile(convert_pt2e(prepared))
 
     def __call__(self, x: Tensor) -> Tensor:
         key = tuple(x.shape)
-        with torch.no_grad():
+        with torch.no_grad(), compile_scope():
             graph = _per_shape(self._graphs, key, lambda: self._quantize(key), self.max_shapes)
             return graph(x.to(self.device).float()).float().contiguous()
 
@@ -284,53 +346,122 @@ def available_backends(device: torch.device) -> list[str]:
     if device.type == "cpu":
         names += ["bf16", "compile-bf16"] + (["onnxruntime"] if _importable("onnx", "onnxruntime") else [])
         names += ["int8"] if _importable("torchao") else []
+        names += ["aot-fp32", "aot-bf16"]
     if device.type == "cuda":
-        names += ["bf16", "fp16", "cuda-graphs", "compile-fp16"]
+        names += ["bf16", "fp16", "cuda-graphs", "compile-fp16", "aot-fp16"]
     return names
 
 
 def _importable(*modules: str) -> bool:
     """Whether an optional extra's modules are installed (``export``: onnx + onnxruntime; ``int8``: torchao)."""
-    import importlib
+    import importlib.util
 
-    try:
-        for name in modules:
-            importlib.import_module(name)
-    except ImportError:
-        return False
-    return True
+    return all(importlib.util.find_spec(name) is not None for name in modules)
 
 
 def auto_candidates(device: torch.device) -> list[str]:
-    """What ``auto`` tries, best first (each must pass the PSNR check); measured order, see
-    docs/benchmarks.md. On a CPU with native bf16, bf16 eager is fastest (and needs no export);
-    ONNX Runtime (fp32) comes next and is the pick elsewhere; plain ``channels_last`` is noise.
-    Compiled paths are never automatic (though ``compile-bf16`` wins at 1024² and up, and
-    ``compile-fp16`` on CUDA at every size): their warm-up costs seconds to a minute per image
-    size, which one image never recovers. On an H200 ``fp16`` ran 1.24-1.26x fp32 eager at
-    1920x1080 and 4K (0.81x at 256², where kernel launches dominate)."""
+    """What ``auto`` tries (each must pass the PSNR check at ``CHECK_SIZES``; the fastest that passes
+    at ``RACE_SIZE`` wins, timed once per model and machine and recorded); see docs/benchmarks.md.
+
+    First the AOT-compiled package where it pays (below): compiled once per model and machine with
+    dynamic sizes and cached on disk, so no image size waits after the first run. Its precision follows the CPU: bf16
+    with AMX (where bf16 convolutions are several times fp32), fp32 elsewhere, including AVX-512
+    BF16 without AMX, where the compiled fp32 package measured faster than the compiled bf16 one.
+    Then the eager paths as before: bf16 eager on native-bf16 CPUs, ONNX Runtime (fp32), eager.
+    int8 is never automatic (below 40 dB at 1080p; slower than bf16 on AMX; docs/benchmarks.md).
+    On CUDA: ``aot-fp16`` (untested: written without a GPU; it falls back when it fails), then
+    ``fp16``, which ran 1.24-1.26x fp32 eager at 1920x1080 and 4K on an H200.
+    Without AMX the package is left out unless asked for: on the 2-core AVX-512 BF16 Xeon (no AMX)
+    ONNX Runtime beat ``aot-fp32`` at 512² (1575 vs 1949 ms) and lost only 1.10x at 1920x1080, which
+    does not repay a compile of a minute or more per style on first use (``make demo`` alone ships 11).
+    ``INSTYLE_AOT=1`` puts the compiled package first on any CPU, ``INSTYLE_AOT=0`` leaves it out
+    everywhere (the test suite does, to stay fast); unset, it is a candidate on AMX CPUs and CUDA.
+    """
+    choice = os.environ.get("INSTYLE_AOT", "")
+    aot_ok = choice == "1" or (choice != "0" and (device.type == "cuda" or compiled.has_amx()))
     if device.type == "cuda":
-        return ["fp16", "eager"]
+        return (["aot-fp16"] if aot_ok else []) + ["fp16", "eager"]
     onnx = ["onnxruntime"] if _importable("onnx", "onnxruntime") else []
-    return (["bf16"] if cpu_supports_bf16() else []) + onnx + ["eager"]
+    aot = ["aot-bf16" if compiled.has_amx() else "aot-fp32"] if aot_ok else []
+    return aot + (["bf16"] if cpu_supports_bf16() else []) + onnx + ["eager"]
+
+
+def _validation_parts(module: nn.Module, device: torch.device, candidates: list[str], min_psnr: float
+                      ) -> dict[str, Any]:
+    """What a cached ``auto`` pick depends on: the weights, the machine, torch/instyle, the rules."""
+    return {"weights": compiled.weights_digest(module), "candidates": candidates, "min_psnr": min_psnr,
+            "sizes": [list(s) for s in CHECK_SIZES], "kind": "auto/1", **compiled.machine_key(device)}
+
+
+def _race(runners: dict[str, Runner], size: tuple[int, int], rounds: int = 2) -> dict[str, float]:
+    """Best-of-``rounds`` milliseconds per runner at ``size``, interleaved (one untimed call each
+    first), so a busy machine slows every candidate alike."""
+    x = sample_image(size).to(next(iter(runners.values())).device)
+    for runner in runners.values():
+        runner(x)
+    best = dict.fromkeys(runners, math.inf)
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            t = time.perf_counter()
+            runner(x)
+            best[name] = min(best[name], (time.perf_counter() - t) * 1000)
+    return best
+
+
+def _auto(module: nn.Module, dev: torch.device, min_psnr: float, label: str) -> Runner:
+    """``auto``: the recorded pick when one holds for this model and machine; else validate every
+    candidate, time the ones that pass at ``RACE_SIZE`` and record the fastest (first use only)."""
+    candidates = auto_candidates(dev)
+    parts = _validation_parts(module, dev, candidates, min_psnr)
+    hit = compiled.cached_choice(parts)
+    if hit is not None and hit["backend"] in candidates:
+        try:
+            return build_runner(module, hit["backend"], dev, label=label)
+        except Exception as exc:  # e.g. the package was deleted and does not compile any more
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            compiled.note(f"{hit['backend']}: {first}; revalidating")
+            compiled.forget_choice(parts)
+    passed: dict[str, Runner] = {}
+    scores: dict[str, float] = {}
+    for name in candidates:
+        if name == "eager":
+            passed[name], scores[name] = build_runner(module, name, dev), math.inf
+            break
+        try:
+            runner = build_runner(module, name, dev, label=label)
+            db = min(check_psnr(runner, module, size) for size in CHECK_SIZES)
+        except Exception as exc:  # an optional path that cannot run here: the others, in one line
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            compiled.note(f"{name} unavailable here ({first})")
+            continue
+        if db >= min_psnr:
+            passed[name], scores[name] = runner, db
+        else:
+            compiled.note(f"{name} gave {db:.1f} dB against fp32 (< {min_psnr:g}): not used")
+    times = _race(passed, RACE_SIZE) if len(passed) > 1 else {}
+    pick = min(times, key=times.__getitem__) if times else next(iter(passed))
+    if times:
+        ranking = ", ".join(f"{k} {v:.0f} ms" for k, v in sorted(times.items(), key=lambda kv: kv[1]))
+        compiled.note(f"fastest validated path here: {pick} ({ranking} at {RACE_SIZE[1]}x{RACE_SIZE[0]}); "
+                      "recorded for later runs")
+    compiled.record_choice(parts, pick, scores[pick], times)
+    return passed[pick]
 
 
 def build_runner(module: nn.Module, backend: str = "auto", device: str | torch.device = "auto",
-                 min_psnr: float = MIN_PSNR) -> Runner:
+                 min_psnr: float = MIN_PSNR, label: str = "this model") -> Runner:
     """A runner for ``module`` (already on ``device``, in [0, 1] -> [0, 1]).
 
     ``auto`` validates its candidates with ``check_psnr`` on the actual model and takes the first
-    one at ``min_psnr`` dB or more; an explicit backend is built as asked, unchecked.
+    one at ``min_psnr`` dB or more, and records that pick on disk (``instyle.inference.compiled``)
+    so later processes skip the check; an explicit backend is built as asked, unchecked.
+    ``label`` names the model in the one-line notes about first-use compilation.
     """
     dev = pick_device(device) if isinstance(device, str) else device
     if backend not in BACKENDS:
         raise InstyleError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        for name in auto_candidates(dev):
-            runner = build_runner(module, name, dev)
-            if name == "eager" or check_psnr(runner, module, (96, 128)) >= min_psnr:
-                return runner
-        raise AssertionError("unreachable: eager is always a candidate")
+        return _auto(module, dev, min_psnr, label)
     if backend in CUDA_ONLY and dev.type != "cuda":
         raise InstyleError(f"the {backend} backend needs a CUDA GPU")
     if dev.type == "cuda":
@@ -351,6 +482,9 @@ def build_runner(module: nn.Module, backend: str = "auto", device: str | torch.d
         return CompiledRunner(module, dev, backend, torch.bfloat16)
     if backend == "compile-fp16":
         return CompiledRunner(module, dev, backend, torch.float16, channels_last=False, widen=True)
+    if backend in ("aot-fp32", "aot-bf16", "aot-fp16"):
+        dtype = {"aot-fp32": torch.float32, "aot-bf16": torch.bfloat16, "aot-fp16": torch.float16}[backend]
+        return AotRunner(module, dev, backend, dtype, label=label)
     if backend == "onnxruntime":
         if dev.type != "cpu":
             raise InstyleError("the onnxruntime backend runs on the CPU; use --device cpu")

@@ -79,7 +79,7 @@ class Stylizer:
     def runner(self) -> Runner:
         """The inference path, built on first use (``auto`` validates candidates on this model)."""
         if self._runner is None:
-            self._runner = build_runner(self.module, self.backend, self.device)
+            self._runner = build_runner(self.module, self.backend, self.device, label=self.name)
         return self._runner
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
