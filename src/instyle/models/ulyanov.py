@@ -78,6 +78,9 @@ class UlyanovNet(nn.Module):
 # ----------------------------------------------------------------------------- texture synthesis
 
 PAD_MODES = ("replicate", "circular")
+# Largest sample: 4K UHD. Inference keeps ~3 activations of 8·scales channels alive at full size,
+# about 5 GB in fp32 at this size; a typo of 40000x40000 must be refused, not attempted.
+MAX_SAMPLE_PIXELS = 3840 * 2160
 
 
 class WrapPad(nn.Module):
@@ -177,7 +180,9 @@ class UlyanovTexture(UlyanovNet):
         ``tile``: circular padding and an exact network size, so each sample wraps seamlessly;
         sides must then be multiples of ``size_multiple`` (a crop of a torus does not tile)."""
         if n < 1 or height < 1 or width < 1:
-            raise ValueError(f"need at least one sample of at least 1x1, got {n} of {height}x{width}")
+            raise InstyleError(f"need at least one sample of at least 1x1 px, got {n} of {width}x{height}")
+        if height * width > MAX_SAMPLE_PIXELS:
+            raise InstyleError(f"a {width}x{height} texture is over the limit of {MAX_SAMPLE_PIXELS} pixels (4K UHD)")
         net_h, net_w = self.network_size(height, width)
         if tile and (net_h, net_w) != (height, width):
             raise InstyleError(f"a tileable texture needs sides that are multiples of {self.size_multiple} "
@@ -186,7 +191,7 @@ class UlyanovTexture(UlyanovNet):
         was_training = self.training
         self.eval()
         try:
-            with self.padding("circular" if tile else None):
+            with self.padding("circular") if tile else contextlib.nullcontext():
                 y = self(self.noise(n, net_h, net_w, generator))
         finally:
             self.train(was_training)

@@ -297,3 +297,19 @@ def mean_pairwise_distance(samples: torch.Tensor) -> float:
     flat = samples.float().reshape(n, -1)
     d = torch.cdist(flat[None], flat[None])[0] / math.sqrt(flat.shape[1])
     return float(d.sum() / (n * (n - 1)))
+
+
+def seam_ratios(samples: torch.Tensor, multiple: int) -> tuple[float, float]:
+    """(columns, rows): mean absolute difference across the wrap edge (last column to first, last
+    row to first) over that of interior neighbours at the same phase, i.e. across edges at multiples
+    of ``multiple`` (the generator's ``size_multiple``: nearest upsampling makes its output
+    stationary only under such shifts). About 1 for a seamless tile; well above 1 at a seam."""
+    x = samples.float()
+    w, h = x.shape[-1], x.shape[-2]
+    cols = torch.arange(multiple, w, multiple)
+    rows = torch.arange(multiple, h, multiple)
+    if not len(cols) or not len(rows):
+        raise ValueError(f"need sides above {multiple} px to compare the wrap edge with interior ones")
+    col = (x[..., 0] - x[..., -1]).abs().mean() / (x[..., cols] - x[..., cols - 1]).abs().mean()
+    row = (x[..., 0, :] - x[..., -1, :]).abs().mean() / (x[..., rows, :] - x[..., rows - 1, :]).abs().mean()
+    return float(col), float(row)
