@@ -169,6 +169,7 @@ def test_diversity_term_is_finite_even_for_identical_samples() -> None:
     torch.testing.assert_close(nearest_neighbour_log_distance(x), torch.tensor([0.1, 0.1, 0.4]).log())
 
 
+@pytest.mark.slow
 def test_zero_diversity_reproduces_plain_training(texture_image: Path, plain_run) -> None:
     """λ = 0 trains exactly the plain texture network: a hand-written Gram-only Adam loop on the
     same noise gives the same weights, bit for bit (that λ > 0 changes them is the next test's)."""
@@ -193,6 +194,7 @@ def test_zero_diversity_reproduces_plain_training(texture_image: Path, plain_run
 
 
 
+@pytest.mark.slow
 def test_diversity_increases_the_spread_of_samples(texture_image: Path, tmp_path: Path) -> None:
     """Toy case: a few steps with λ > 0 leave samples further apart than the same steps with λ = 0."""
     spreads = {}
@@ -242,6 +244,7 @@ def test_cards_outside_the_texture_limits_are_refused(bad: dict[str, int], why: 
         ModelCard.from_dict({"arch": "ulyanov-texture", "norm": "instance", "arch_kwargs": {**TINY, **bad}})
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_weights(texture_image: Path, plain_run, tmp_path: Path) -> None:
     ref = plain_run[0]
     cfg = _cfg(texture_image, tmp_path / "run.safetensors", diversity=0.0)
