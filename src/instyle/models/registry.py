@@ -8,7 +8,7 @@ from torch import nn
 
 from instyle.models.johnson import JohnsonNet
 from instyle.models.norms import NORM_KINDS, make_multistyle
-from instyle.models.ulyanov import UlyanovNet
+from instyle.models.ulyanov import UlyanovNet, UlyanovTexture
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], str]] = {}
 
@@ -19,7 +19,10 @@ ARCH_LIMITS: dict[str, dict[str, tuple[int, int]]] = {
     "johnson": {"n_res": (1, 16), **_STYLES},
     "johnson-half": {"n_res": (1, 16), **_STYLES},
     "ulyanov": {"scales": (1, 8), "channels": (1, 64), "noise_channels": (0, 16), **_STYLES},
+    "ulyanov-texture": {"scales": (1, 8), "channels": (1, 64), "noise_channels": (1, 16), "circular": (0, 1)},
 }
+# Architectures that generate textures from noise instead of stylizing photos (``instyle texture``).
+TEXTURE_ARCHS = frozenset({"ulyanov-texture"})
 
 
 def register_model(name: str, description: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -45,6 +48,12 @@ def johnson_half(norm: str = "instance", **kw: object) -> nn.Module:
 @register_model("ulyanov", "Ulyanov et al. multi-scale texture network, 6 scales, 117 k parameters")
 def ulyanov(norm: str = "instance", **kw: object) -> nn.Module:
     return UlyanovNet(norm=norm, **kw)  # type: ignore[arg-type]
+
+
+@register_model("ulyanov-texture", "Ulyanov et al. multi-scale network as a noise-to-texture generator, "
+                                   "circular padding (tileable), any output size")
+def ulyanov_texture(norm: str = "instance", **kw: object) -> nn.Module:
+    return UlyanovTexture(norm=norm, **kw)  # type: ignore[arg-type]
 
 
 def list_models() -> dict[str, str]:
