@@ -606,9 +606,8 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train, _add_retrain, _add_stylize, _add_data, _add_styles, _add_weights, _add_demo, _add_evaluate,
     _add_experiment,
     _add_video, _add_export, _add_serve,
-    _add_stylize_dataset,
+    _add_stylize_dataset, _add_texture,
 ]
-COMMANDS.append(_add_texture)  # #17, kept out of the list above so the merge stays a one-line addition
 
 
 def build_parser() -> argparse.ArgumentParser:

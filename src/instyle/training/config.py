@@ -21,6 +21,7 @@ from instyle.core.errors import InstyleError
 from instyle.core.hardware import check_device, cpu_supports_bf16
 from instyle.losses.perceptual import PRESETS
 from instyle.models import NORM_KINDS, list_models
+from instyle.models.registry import TEXTURE_ARCHS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 INF = float("inf")
@@ -53,7 +54,8 @@ def parse_workers(value: str) -> int | str:
 
 
 def _archs() -> list[str]:
-    return list(list_models())
+    """Photo-to-photo generators: texture generators (noise in) are trained by ``instyle texture train``."""
+    return [name for name in list_models() if name not in TEXTURE_ARCHS]
 
 
 def _losses() -> list[str]:
