@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from instyle.core.errors import InstyleError
 from instyle.core.files import atomic_write_text, cache_dir, sha256_file
 from instyle.core.version import __version__
+from instyle.models.layers import padding_for
 
 #: Largest side the compiled graph takes (8K); larger images run eagerly.
 MAX_SIDE = 8192
@@ -243,15 +244,9 @@ def _cached_load(path: Path, digest: str, device: torch.device) -> Any:
 
 def pad_for(x: Tensor, multiple: int, min_size: int) -> tuple[Tensor, tuple[int, int, int, int]]:
     """``instyle.models.layers.pad_to_multiple``'s padding, returned with its amounts so it can be undone."""
-    h, w = x.shape[-2:]
-    th = max(min_size, -(-h // multiple) * multiple)
-    tw = max(min_size, -(-w // multiple) * multiple)
-    th, tw = -(-th // multiple) * multiple, -(-tw // multiple) * multiple
-    ph, pw = th - h, tw - w
-    if ph == 0 and pw == 0:
-        return x, (0, 0, 0, 0)
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    amounts = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+    amounts, mode = padding_for(*x.shape[-2:], multiple, min_size)
+    if not any(amounts):
+        return x, amounts
     return F.pad(x, amounts, mode=mode), amounts
 
 

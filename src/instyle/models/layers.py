@@ -63,20 +63,27 @@ class ConvNormAct(nn.Sequential):
         super().__init__(*layers)
 
 
+def padding_for(h: int, w: int, multiple: int, min_size: int = 16) -> tuple[tuple[int, int, int, int], str]:
+    """The (left, right, top, bottom) padding that brings H and W up to a multiple and at least
+    ``min_size``, and its mode (reflection where the image is large enough, else replication)."""
+    th = max(min_size, -(-h // multiple) * multiple)
+    tw = max(min_size, -(-w // multiple) * multiple)
+    th, tw = -(-th // multiple) * multiple, -(-tw // multiple) * multiple
+    ph, pw = th - h, tw - w
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int, min_size: int = 16) -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad H and W up to a multiple and at least ``min_size`` (reflection where possible).
 
     Every image size then works, down to 1×1: the 9×9 reflection pads inside need some room.
     """
     h, w = x.shape[-2:]
-    th = max(min_size, -(-h // multiple) * multiple)
-    tw = max(min_size, -(-w // multiple) * multiple)
-    th, tw = -(-th // multiple) * multiple, -(-tw // multiple) * multiple
-    ph, pw = th - h, tw - w
-    if ph == 0 and pw == 0:
+    amounts, mode = padding_for(h, w, multiple, min_size)
+    if not any(amounts):
         return x, (h, w)
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode=mode), (h, w)
+    return F.pad(x, amounts, mode=mode), (h, w)
 
 
 def crop_to(x: torch.Tensor, size: tuple[int, int], padded: tuple[int, int]) -> torch.Tensor:

@@ -40,6 +40,27 @@ def read_checkpoint_state(path: Path) -> dict[str, Any]:
         raise InstyleError(f"{path}: unreadable checkpoint ({why}); pass --restart to discard it") from None
 
 
+def check_run_state(ckpt_path: Path, config: dict[str, Any], resume_keys: tuple[str, ...], *, resume: bool,
+                    restart: bool) -> None:
+    """What a run may do with an earlier run's checkpoint, decided before anything is built.
+
+    ``--resume`` needs one and refuses options (``resume_keys``) that change what the run learns;
+    without ``--resume`` an existing checkpoint is an interrupted run that only ``--restart`` may
+    discard, so a rerun never replaces it silently."""
+    if resume and restart:
+        raise InstyleError("--resume and --restart exclude each other")
+    if resume and not ckpt_path.is_file():
+        raise InstyleError(f"--resume: no checkpoint at {ckpt_path}")
+    if resume:
+        old = read_checkpoint_state(ckpt_path).get("config", {})
+        changed = [k for k in resume_keys if k in old and old[k] != config.get(k)]
+        if changed:
+            raise InstyleError(f"--resume: the checkpoint was made with different {', '.join(changed)}; "
+                               "use the same options, or --restart to discard it")
+    elif ckpt_path.is_file() and not restart:
+        raise InstyleError(f"{ckpt_path} holds an interrupted run: --resume continues it, --restart discards it")
+
+
 def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
                     best: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
     """Restore model and optimizer in place (and fill ``best``); returns the loop state."""

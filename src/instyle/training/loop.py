@@ -31,7 +31,7 @@ from instyle.losses.perceptual import PerceptualLoss, get_preset
 from instyle.models import create_model, set_style_index, single_style_state
 from instyle.models.card import ModelCard
 from instyle.models.modelfile import card_path, load_weights, read_card, save_model
-from instyle.training.checkpoints import load_checkpoint, read_checkpoint_state, save_checkpoint
+from instyle.training.checkpoints import check_run_state, load_checkpoint, save_checkpoint
 from instyle.training.config import TrainConfig, autocast, resolve_precision
 from instyle.training.distributed import (
     average_buffers,
@@ -95,18 +95,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
     train_files, hold_files = content_split(cfg)
     outputs = [out_path, card_path(out_path), ckpt_path, log_path, *singles, *map(card_path, singles)]
     refuse_overwriting(outputs, [*style_files, *train_files, *hold_files, *([cfg.init] if cfg.init else [])])
-    if resume and restart:
-        raise InstyleError("--resume and --restart exclude each other")
-    if resume and not ckpt_path.is_file():
-        raise InstyleError(f"--resume: no checkpoint at {ckpt_path}")
-    if resume:
-        old = read_checkpoint_state(ckpt_path).get("config", {})
-        changed = [k for k in _RESUME_KEYS if k in old and old[k] != dataclasses.asdict(cfg)[k]]
-        if changed:
-            raise InstyleError(f"--resume: the checkpoint was made with different {', '.join(changed)}; "
-                               "use the same options, or --restart to discard it")
-    elif ckpt_path.is_file() and not restart:
-        raise InstyleError(f"{ckpt_path} holds an interrupted run: --resume continues it, --restart discards it")
+    check_run_state(ckpt_path, dataclasses.asdict(cfg), _RESUME_KEYS, resume=resume, restart=restart)
     dist_info = init_from_env(pick_device(cfg.device))
     if cfg.cuda_graphs and dist_info.enabled:  # before any model, loss or data is built
         raise InstyleError("--cuda-graphs does not combine with torchrun (DDP's gradient all-reduce is not "

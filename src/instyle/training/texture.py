@@ -48,7 +48,7 @@ from instyle.models import NORM_KINDS, create_model
 from instyle.models.card import ModelCard
 from instyle.models.modelfile import card_path, save_model
 from instyle.models.ulyanov import UlyanovTexture
-from instyle.training.checkpoints import load_checkpoint, read_checkpoint_state, save_checkpoint
+from instyle.training.checkpoints import check_run_state, load_checkpoint, save_checkpoint
 from instyle.training.guard import StepGuard
 from instyle.training.inputs import load_style_tensor
 
@@ -178,18 +178,7 @@ def train_texture(cfg: TextureConfig, resume: bool = False, restart: bool = Fals
     cfg.validate()
     out_path, ckpt_path, log_path = cfg.paths()
     refuse_overwriting([out_path, card_path(out_path), ckpt_path, log_path], [cfg.texture])
-    if resume and restart:
-        raise InstyleError("--resume and --restart exclude each other")
-    if resume and not ckpt_path.is_file():
-        raise InstyleError(f"--resume: no checkpoint at {ckpt_path}")
-    if resume:
-        old = read_checkpoint_state(ckpt_path).get("config", {})
-        changed = [k for k in _RESUME_KEYS if k in old and old[k] != dataclasses.asdict(cfg)[k]]
-        if changed:
-            raise InstyleError(f"--resume: the checkpoint was made with different {', '.join(changed)}; "
-                               "use the same options, or --restart to discard it")
-    elif ckpt_path.is_file() and not restart:
-        raise InstyleError(f"{ckpt_path} holds an interrupted run: --resume continues it, --restart discards it")
+    check_run_state(ckpt_path, dataclasses.asdict(cfg), _RESUME_KEYS, resume=resume, restart=restart)
 
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
