@@ -35,7 +35,7 @@ def test_real_training_run_lowers_the_loss_and_writes_a_card(photos_dir, style_i
     # the card describes the run and survives in the safetensors header
     assert read_card(out).data == json.loads((tmp_path / "m.json").read_text())
     for key in ("arch", "norm", "loss", "style", "train", "metrics", "wall_time_s", "machine"):
-        assert key in card
+        assert key in card.data
     assert card.data["style"]["sha256"] and card.data["train"]["iters"] == 20
     assert [r["step"] for r in card.data["metrics"]["holdout_curve"]] == [10, 20]
     elapsed = [r["elapsed"] for r in card.data["metrics"]["holdout_curve"]]
