@@ -431,6 +431,9 @@ def test_live_tab_end_to_end(model_file: Path, tmp_path: Path) -> None:
                 before = int(page.eval_on_selector("#live-output", "c => c.dataset.frames"))
                 more = f"() => Number(document.getElementById('live-output').dataset.frames) > {before}"
                 page.wait_for_function(more, timeout=60_000)
+                if docs:  # the picture shows the style thumbnails, which load while the stream runs
+                    page.wait_for_function("() => [...document.querySelectorAll('img[src*=\"thumbnail\"]')].every("
+                                           "i => i.complete && i.naturalWidth > 0)", timeout=120_000)
                 shot = ROOT / "docs/webapp-live.png" if docs else tmp_path / "live.png"
                 page.screenshot(path=str(shot), full_page=True)
                 if docs:  # 256 colours, as docs/make_pictures.py does for webapp.png: a few hundred KB, not MBs
