@@ -304,14 +304,18 @@ def test_ray_engine_matches_local_and_survives_a_killed_worker(ray_cluster: Any,
     done_before_kill = json.loads(marker.read_text())
     assert done_before_kill, "nothing was finished before the kill"
     assert (report.ok, report.failed) == (len(GOOD), 1)
-    assert _unchanged(killed, done_before_kill)  # images finished before the kill were not redone
+    # Within the killed run Ray may retry more than the batch that died (tasks queued on the dead actor,
+    # results not yet journaled): such images are redone with the same bytes, checked below. What must
+    # hold is that nothing complete is redone by the next run.
     assert len((killed / "manifest.csv").read_text().splitlines()) == 1 + len(GOOD) + 1  # one row per image
+    after_first = _mtimes(killed)
+    assert set(done_before_kill) <= set(after_first)
     # the second run, through the CLI on the same cluster: nothing redone
     assert main(["stylize-dataset", str(tree), "-o", str(killed), "-s", str(model_file), "--backend", "eager",
                  "--engine", "ray", "--quiet"]) == 1
     rows = _manifest(killed)
     assert {rows[r]["status"] for r in GOOD} == {"skipped"} and rows["sub/broken.jpg"]["status"] == "failed"
-    assert _unchanged(killed, done_before_kill)
+    assert _unchanged(killed, after_first)
     for rel in GOOD:
         assert (killed / rel).read_bytes() == (local_out / rel).read_bytes(), rel
 
