@@ -82,12 +82,14 @@
     encoding = true;
     capture.toBlob(async (blob) => {
       try {
-        if (!blob || !ws || ws.readyState !== WebSocket.OPEN) { sentAt.delete(n); return; }
+        const socket = ws; // Stop may close and clear ws while the frame is being read below
+        if (!blob || !socket || socket.readyState !== WebSocket.OPEN) { sentAt.delete(n); return; }
         const body = new Uint8Array(await blob.arrayBuffer());
+        if (socket !== ws || socket.readyState !== WebSocket.OPEN) { sentAt.delete(n); return; }
         const message = new Uint8Array(4 + body.length);
         new DataView(message.buffer).setUint32(0, n); // big-endian frame number, then the JPEG
         message.set(body, 4);
-        ws.send(message);
+        socket.send(message);
       } finally {
         encoding = false;
       }
