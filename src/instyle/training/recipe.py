@@ -91,4 +91,6 @@ def config_from_card(card: ModelCard, output: str | Path, content: str | Path | 
     kw.update(style=styles[0] if len(styles) == 1 else styles, output=str(output),
               content=str(content if content is not None else root / "content"))
     kw.update(overrides)
+    if "iters" in overrides:  # a shorter retrain (a quick check) anneals over at most its own steps
+        kw["decay"] = min(kw.get("decay", 0), overrides["iters"])
     return TrainConfig(**kw)
