@@ -49,11 +49,14 @@ def style_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained johnson-half with instance norm: enough for I/O and CLI behaviour."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
-    card = {"arch": "johnson-half", "norm": "instance", "arch_kwargs": {}, "style": {"title": "test"}}
+def write_tiny_model(path: Path, seed: int = 0, title: str = "test") -> Path:
+    """An untrained johnson-half with instance norm, seeded: enough for I/O and CLI behaviour."""
+    torch.manual_seed(seed)
+    card = {"arch": "johnson-half", "norm": "instance", "arch_kwargs": {}, "style": {"title": title}}
     save_model(create_model("johnson-half", norm="instance"), card, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny.safetensors")

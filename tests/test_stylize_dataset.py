@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
+from conftest import write_tiny_model
 from instyle.apps.cli import main
 from instyle.core.errors import InstyleError
 from instyle.core.files import sha256_file
@@ -30,8 +30,6 @@ from instyle.inference.dataset_job import (
     run_local,
 )
 from instyle.inference.stylizer import Stylizer
-from instyle.models import create_model
-from instyle.models.modelfile import save_model
 
 GOOD = ["a0.jpg", "a1.png", "sub/b0.jpg", "sub/b1.png", "sub/deep/c0.jpg", "sub/deep/c1.png", "d0.jpg", "d1.png"]
 
@@ -54,11 +52,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def second_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("models2") / "other.safetensors"
-    card = {"arch": "johnson-half", "norm": "instance", "arch_kwargs": {}, "style": {"title": "other"}}
-    save_model(create_model("johnson-half", norm="instance"), card, path)
-    return path
+    return write_tiny_model(tmp_path_factory.mktemp("models2") / "other.safetensors", seed=1, title="other")
 
 
 def _manifest(out: Path) -> dict[str, dict[str, str]]:
