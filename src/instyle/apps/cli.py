@@ -291,8 +291,12 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("experiment", help="reproduce the paper's research questions")
     p.add_argument("name", choices=["in-vs-bn"])
-    p.add_argument("--preset", default="smoke", choices=list(PRESETS), help="smoke (minutes), cpu (~2 h), full (GPU)")
-    p.add_argument("--out", default="docs/experiments", help="where the report and figures go")
+    p.add_argument("--preset", default="smoke", choices=list(PRESETS),
+                   help="smoke (minutes), cpu (~2 h), medium (RQ3; hours, resumable), full (GPU)")
+    p.add_argument("--out", default=None,
+                   help="report and figures (default: docs/experiments for cpu, docs/experiments/PRESET else)")
+    p.add_argument("--rescore", action="store_true",
+                   help="recompute the per-image L-BFGS ceiling of the report in --out and rewrite it (no training)")
     p.add_argument("--work", default=None, help="trained networks and caches (default runs/in-vs-bn-PRESET)")
     p.add_argument("--content", default=None, help="content photos (default: the fetched training set)")
     p.add_argument("--styles", default=None, help="comma-separated style images (default: the preset's paintings)")
@@ -304,7 +308,12 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
     from instyle.experiments import in_vs_bn
 
     styles = [Path(s) for s in a.styles.split(",")] if a.styles else None
-    in_vs_bn.run(a.preset, Path(a.out), work=Path(a.work) if a.work else None,
+    out = Path(a.out) if a.out else in_vs_bn.default_out(a.preset)
+    if a.rescore:
+        in_vs_bn.rescore(out, content=Path(a.content) if a.content else None,
+                         work=Path(a.work) if a.work else None)
+        return 0
+    in_vs_bn.run(a.preset, out, work=Path(a.work) if a.work else None,
                  content=Path(a.content) if a.content else None, style_files=styles, progress=not a.quiet)
     return 0
 

@@ -338,7 +338,8 @@ def optimize_image(
             with torch.no_grad():
                 img.clamp_(0, 1)
     elif optimizer == "lbfgs":
-        opt = torch.optim.LBFGS([img], lr=lr, max_iter=steps, history_size=50, line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS([img], lr=lr, max_iter=steps, max_eval=steps, history_size=50,
+                                line_search_fn="strong_wolfe")
         opt.step(closure)
         with torch.no_grad():
             img.clamp_(0, 1)
