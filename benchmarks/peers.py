@@ -187,12 +187,18 @@ def cpu_header() -> str:
     return f"{where}; torch {torch.__version__}, {torch.get_num_threads()} threads; flags: {flags}{amx}"
 
 
+def cpu_class() -> str:
+    """Which table a run belongs to: the issue's targets differ for AMX, AVX-512 and AVX2-only CPUs."""
+    flags = cpu_features()
+    return "amx" if "amx_bf16" in flags else "avx512" if "avx512f" in flags else "avx2"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--uhd", action="store_true", help="also 3840x2160 (minutes on 2 cores)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-cli", action="store_true", help="skip the end-to-end CLI times")
-    ap.add_argument("--out", default="docs", help="folder for peers.md (the table)")
+    ap.add_argument("--out", default="docs", help="folder for peers-CLASS.md (the table; CLASS: amx, avx512, avx2)")
     a = ap.parse_args()
 
     sizes = [(512, 512), (1920, 1080)] + ([(3840, 2160)] if a.uhd else [])
@@ -221,7 +227,7 @@ def main() -> None:
         lines += ["", f"| end to end, 1080x1080 photo, median of {a.rounds} (second run on the machine) | seconds |",
                   "|---|---:|"]
         lines += [f"| `{cmd}` | {s:.2f} s |" for cmd, s in cli.items()]
-    print_and_save("\n".join(lines), a.out, "peers.md")
+    print_and_save("\n".join(lines), a.out, f"peers-{cpu_class()}.md")
 
 
 if __name__ == "__main__":
