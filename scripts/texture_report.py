@@ -25,10 +25,11 @@ from instyle.core.files import atomic_write_text
 from instyle.data.fetch import style_path
 from instyle.data.grid import contact_sheet
 from instyle.data.images import load_image, save_image, tensor_to_pil
+from instyle.losses.diversity import mean_pairwise_distance
 from instyle.losses.perceptual import PerceptualLoss, optimize_image
 from instyle.models.modelfile import load_model
 from instyle.training.inputs import load_style_tensor
-from instyle.training.texture import mean_pairwise_distance, seam_ratios, texture_loss_config
+from instyle.training.texture import seam_ratios, texture_loss_config
 
 
 def main() -> None:

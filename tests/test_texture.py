@@ -14,6 +14,7 @@ from PIL import Image
 
 from instyle.apps.cli import main
 from instyle.core.errors import InstyleError
+from instyle.losses.diversity import mean_pairwise_distance, nearest_neighbour_log_distance
 from instyle.losses.perceptual import PerceptualLoss
 from instyle.models import create_model
 from instyle.models.card import ModelCard
@@ -23,8 +24,6 @@ from instyle.training.inputs import load_style_tensor
 from instyle.training.texture import (
     TextureConfig,
     lr_factor,
-    mean_pairwise_distance,
-    nearest_neighbour_log_distance,
     seam_ratios,
     step_noise,
     texture_loss_config,

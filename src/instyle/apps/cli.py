@@ -179,9 +179,12 @@ def _add_controls(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preserve-color", action="store_true", help="keep the photo's colours")
     p.add_argument("--scale", type=float, default=None,
                    help="brush-stroke size: 2 = strokes twice as large (default: the style's tuned value, else 1)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="noise seed of a diversity model (trained with --noise-channels): other seeds give other "
+                        "results, the same seed the same pixels (default 0); models without noise channels ignore it")
 
 
-def _controls(a: argparse.Namespace) -> dict[str, float | bool]:
+def _controls(a: argparse.Namespace) -> dict[str, float | bool | int | None]:
     from instyle.inference.controls import check_scale, check_strength
 
     try:
@@ -191,7 +194,9 @@ def _controls(a: argparse.Namespace) -> dict[str, float | bool]:
             check_scale(a.scale)
     except ValueError as exc:
         raise InstyleError(f"--{exc}") from None
-    return {"strength": a.strength, "preserve_colors": a.preserve_color, "scale": a.scale}
+    if a.seed is not None and not 0 <= a.seed < 2**63:
+        raise InstyleError(f"--seed must be an integer in [0, 2**63), got {a.seed}")
+    return {"strength": a.strength, "preserve_colors": a.preserve_color, "scale": a.scale, "seed": a.seed}
 
 
 def _cmd_stylize(a: argparse.Namespace) -> int:
