@@ -60,3 +60,19 @@ def write_tiny_model(path: Path, seed: int = 0, title: str = "test") -> Path:
 @pytest.fixture(scope="session")
 def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny.safetensors")
+
+
+def write_tiny_texture(path: Path, seed: int = 0, title: str = "texture network: tiny") -> Path:
+    """An untrained 3-scale texture network (grid of 4 px), seeded: enough for sampling and the web app."""
+    torch.manual_seed(seed)
+    kwargs = {"scales": 3, "channels": 4, "noise_channels": 3, "circular": 1}
+    card = {"arch": "ulyanov-texture", "norm": "instance", "arch_kwargs": kwargs, "kind": "texture",
+            "description": title, "style": {"title": title}}
+    save_model(create_model("ulyanov-texture", norm="instance", **kwargs), card, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def texture_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_texture(tmp_path_factory.mktemp("textures") / "tiny-texture.safetensors")
+

@@ -249,7 +249,7 @@ def _add_styles(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_styles(a: argparse.Namespace) -> int:
-    from instyle.zoo import list_styles
+    from instyle.zoo import list_styles, list_textures
 
     styles = list_styles()
     if not styles:
@@ -258,6 +258,12 @@ def _cmd_styles(a: argparse.Namespace) -> int:
         print(f"{name:22s} {card.arch:13s} {card.description}")
     if styles:
         print("\nuse one with `instyle stylize PHOTO -s NAME -o OUT`; `instyle retrain NAME` redoes its training")
+    textures = list_textures()
+    if textures:
+        print("\ntextures (noise in, texture out):")
+        for name, card in textures.items():
+            print(f"{name:22s} {card.arch:13s} {card.description}")
+        print("\nsample one with `instyle texture sample NAME -o OUT.png --size 512 --seed 3 --tile`")
     return 0
 
 
@@ -546,7 +552,7 @@ def _add_texture(sub: argparse._SubParsersAction) -> None:
     _add_run_control(t)
     t.set_defaults(func=_cmd_texture_train)
     s = tsub.add_parser("sample", help="sample a texture from a texture network")
-    s.add_argument("model", help="a texture model file (.safetensors)")
+    s.add_argument("model", help="a texture model file (.safetensors), or a shipped texture (see instyle styles)")
     s.add_argument("-o", "--output", required=True, help="image to write (.png, .jpg, ...)")
     s.add_argument("--size", default="512", help="WIDTHxHEIGHT or one side, e.g. 1024x768 (default 512)")
     s.add_argument("--seed", type=int, default=None, help="noise seed: the same seed gives the same texture "
@@ -592,8 +598,10 @@ def _cmd_texture_sample(a: argparse.Namespace) -> int:
     from instyle.data.images import ensure_not_input, save_image, tensor_to_pil
     from instyle.models.modelfile import load_model, read_card
     from instyle.models.registry import TEXTURE_ARCHS
+    from instyle.zoo import resolve_texture
 
     height, width = _parse_size(a.size)
+    a.model = str(resolve_texture(a.model))
     card = read_card(a.model)
     if card.arch not in TEXTURE_ARCHS:
         raise InstyleError(f"{a.model} is a {card.arch} style network, not a texture network; "

@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 from instyle.apps.serve.guards import BodyLimit, SecurityHeaders, content_disposition
 from instyle.apps.serve.live import add_live_route
+from instyle.apps.serve.textures import add_texture_routes
 from instyle.core.errors import InstyleError
 from instyle.core.version import __version__
 from instyle.data.demo_photos import DEMO_PHOTOS
@@ -173,12 +174,14 @@ def _server_reason(exc: ImageError) -> str:
 
 def create_app(models: dict[str, Path] | None = None, max_upload_mb: float = 20, max_pixels: int = MAX_SERVE_PIXELS,
                device: str = "auto", backend: str = "auto", max_concurrency: int = 2,
-               body_timeout_s: float | None = DEFAULT_BODY_TIMEOUT_S, max_live: int = 4) -> FastAPI:
+               body_timeout_s: float | None = DEFAULT_BODY_TIMEOUT_S, max_live: int = 4,
+               textures: dict[str, Path] | None = None) -> FastAPI:
     """The FastAPI app; ``models`` (name -> .safetensors) are offered next to the shipped styles.
 
     ``max_upload_mb`` bounds each request body as it streams, ``max_pixels`` each image after
     decoding and after the stroke scale, ``body_timeout_s`` how long a body may take to arrive,
-    ``max_live`` how many live-mode viewers may stream at once (0: live mode off).
+    ``max_live`` how many live-mode viewers may stream at once (0: live mode off). ``textures``
+    (name -> .safetensors) are offered in the Texture tab next to the shipped texture networks.
     """
     check_limits(max_upload_mb, max_pixels, max_concurrency, body_timeout_s)
     registry = StyleRegistry(models, device=device, backend=backend)
@@ -202,6 +205,7 @@ def create_app(models: dict[str, Path] | None = None, max_upload_mb: float = 20,
     app.add_middleware(SecurityHeaders, docs_paths=[app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url])
 
     add_live_route(app, registry, max_live=max_live)  # /api/live: the WebSocket of the page's Live tab
+    app.state.textures = add_texture_routes(app, textures, max_pixels, limited)  # /api/textures: the Texture tab
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
