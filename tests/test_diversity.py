@@ -165,7 +165,7 @@ def test_diversity_inputs_repeat_each_photo_with_its_own_noise(photos_dir: Path,
 
 
 def test_diversity_training_writes_a_noise_model_whose_seeds_differ(photos_dir: Path, style_image: Path,
-                                                                     tmp_path: Path) -> None:
+                                                                     tmp_path: Path, one_thread: None) -> None:
     out = tmp_path / "div.safetensors"
     card = train(_cfg(photos_dir, style_image, out, noise_channels=3, diversity=2.0), progress=False)
     assert card.arch_kwargs["noise_channels"] == 3 and card.data["train"]["diversity"] == 2.0
@@ -176,7 +176,8 @@ def test_diversity_training_writes_a_noise_model_whose_seeds_differ(photos_dir: 
     assert (stylizer.stylize_tensor(x, seed=1) - stylizer.stylize_tensor(x, seed=2)).abs().mean() > 1e-3
 
 
-def test_resumed_noise_run_matches_an_uninterrupted_one(photos_dir: Path, style_image: Path, tmp_path: Path) -> None:
+def test_resumed_noise_run_matches_an_uninterrupted_one(photos_dir: Path, style_image: Path, tmp_path: Path,
+                                                    one_thread: None) -> None:
     kw = {"noise_channels": 3, "diversity": 1.0}
     ref = tmp_path / "ref.safetensors"
     train(_cfg(photos_dir, style_image, ref, **kw), progress=False)

@@ -301,12 +301,15 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
     from instyle.experiments.in_vs_bn import PRESETS
 
     p = sub.add_parser("experiment", help="reproduce the paper's research questions")
-    p.add_argument("name", choices=["in-vs-bn"])
-    p.add_argument("--preset", default="smoke", choices=list(PRESETS), help="smoke (minutes), cpu (~2 h), full (GPU)")
+    p.add_argument("name", choices=["in-vs-bn", "diversity"],
+                   help="in-vs-bn: RQ1-RQ3 on stylization; diversity: texture networks, lambda and IN vs BN (#17)")
+    p.add_argument("--preset", default="smoke", choices=list(PRESETS),
+                   help="smoke (minutes), cpu (in-vs-bn ~2 h, diversity ~20 min), full (GPU)")
     p.add_argument("--out", default="docs/experiments", help="where the report and figures go")
-    p.add_argument("--work", default=None, help="trained networks and caches (default runs/in-vs-bn-PRESET)")
+    p.add_argument("--work", default=None, help="trained networks and caches (default runs/NAME-PRESET)")
     p.add_argument("--content", default=None, help="content photos (default: the fetched training set)")
-    p.add_argument("--styles", default=None, help="comma-separated style images (default: the preset's paintings)")
+    p.add_argument("--styles", default=None, help="comma-separated style images, or texture images for diversity "
+                                                  "(default: the preset's)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_experiment)
 
@@ -315,6 +318,12 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
     from instyle.experiments import in_vs_bn
 
     styles = [Path(s) for s in a.styles.split(",")] if a.styles else None
+    if a.name == "diversity":
+        from instyle.experiments import diversity
+
+        diversity.run(a.preset, Path(a.out), work=Path(a.work) if a.work else None, texture_files=styles,
+                      progress=not a.quiet)
+        return 0
     in_vs_bn.run(a.preset, Path(a.out), work=Path(a.work) if a.work else None,
                  content=Path(a.content) if a.content else None, style_files=styles, progress=not a.quiet)
     return 0

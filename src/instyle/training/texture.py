@@ -39,7 +39,7 @@ from instyle.core.files import refuse_overwriting, sha256_file
 from instyle.core.hardware import check_device, machine_description, pick_device
 from instyle.core.version import __version__
 from instyle.losses.diversity import nearest_neighbour_log_distance
-from instyle.losses.perceptual import LossConfig, PerceptualLoss, get_preset
+from instyle.losses.perceptual import LossConfig, PerceptualLoss, get_preset, optimize_image
 from instyle.models import NORM_KINDS, create_model
 from instyle.models.card import ModelCard
 from instyle.models.modelfile import card_path, save_model
@@ -271,3 +271,18 @@ def seam_ratios(samples: torch.Tensor, multiple: int) -> tuple[float, float]:
     col = (x[..., 0] - x[..., -1]).abs().mean() / (x[..., cols] - x[..., cols - 1]).abs().mean()
     row = (x[..., 0, :] - x[..., -1, :]).abs().mean() / (x[..., rows, :] - x[..., rows - 1, :]).abs().mean()
     return float(col), float(row)
+
+
+def texture_optimum(criterion: PerceptualLoss, size: int, steps: int, seed: int = 0) -> tuple[torch.Tensor, float]:
+    """The per-image optimum the samples are compared with: L-BFGS on the pixels of one size² image
+    from U(0, 1) noise (``steps`` function evaluations), same Gram loss; (image, its loss)."""
+    start = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed)).to(criterion.device)
+    best = optimize_image(criterion, start, steps=steps, lr=1.0, init=start, optimizer="lbfgs")
+    return best, sample_losses(criterion, best)[0]
+
+
+@torch.no_grad()
+def sample_losses(criterion: PerceptualLoss, samples: torch.Tensor) -> list[float]:
+    """The Gram (texture) loss of each sample, one at a time (what the reports average)."""
+    return [float(criterion(x[None], x[None])["style"]) for x in samples.to(criterion.device)]
+
