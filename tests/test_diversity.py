@@ -5,6 +5,7 @@ the entropy term, refusals), not quality (docs/experiments/diversity.md has the 
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -126,6 +127,28 @@ def test_cli_stylize_seed(noise_model: Path, tmp_path: Path, capsys: pytest.Capt
     assert outs[0] == outs[1] and outs[0] != outs[2]
     assert main(["stylize", str(src), "-m", str(noise_model), "-o", str(tmp_path / "bad.png"), "--seed", "-2"]) != 0
     assert "--seed" in capsys.readouterr().err
+
+
+def test_web_api_passes_the_seed(noise_model: Path) -> None:
+    pytest.importorskip("fastapi", reason="the web app needs the 'serve' extra")
+    from fastapi.testclient import TestClient
+
+    from instyle.apps.serve import create_app
+
+    buf = io.BytesIO()
+    _photo().save(buf, format="PNG")
+    with TestClient(create_app(models={"noisy": noise_model}, device="cpu", backend="eager")) as client:
+        def post(**form: str) -> bytes:
+            r = client.post("/api/stylize", files={"image": ("p.png", buf.getvalue(), "image/png")},
+                            data={"style": "noisy", **form})
+            assert r.status_code == 200, r.text
+            return r.content
+
+        assert post(seed="5") == post(seed="5") != post(seed="6")
+        assert post() == post(seed="0")
+        bad = client.post("/api/stylize", files={"image": ("p.png", buf.getvalue(), "image/png")},
+                          data={"style": "noisy", "seed": "-1"})
+        assert bad.status_code == 422
 
 
 # ----------------------------------------------------------------------------- training

@@ -428,6 +428,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("-m", "--model", action="append", default=[], help="also offer this model file (repeatable)")
+    p.add_argument("--texture", action="append", default=[], metavar="MODEL",
+                   help="also offer this texture network in the Texture tab (repeatable)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body, however it is sent")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="largest image the network may see, after the stroke scale (default 40 MP)")
@@ -447,7 +449,13 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         if not Path(m).is_file():
             raise InstyleError(f"{m}: no such model file")
         models[Path(m).stem] = Path(m)
-    serve(host=a.host, port=a.port, models=models, max_upload_mb=a.max_upload_mb, device=a.device, backend=a.backend,
+    textures = {}
+    for t in a.texture:
+        if not Path(t).is_file():
+            raise InstyleError(f"{t}: no such model file")
+        textures[Path(t).stem] = Path(t)
+    serve(host=a.host, port=a.port, models=models, textures=textures, max_upload_mb=a.max_upload_mb,
+          device=a.device, backend=a.backend,
           max_pixels=a.max_pixels, body_timeout_s=a.body_timeout, max_live=a.max_live)
     return 0
 

@@ -47,6 +47,7 @@ DEFAULT_BODY_TIMEOUT_S = 120.0  # a 20 MB upload needs 1.4 Mbit/s to make it
 
 
 _STRENGTH = "0 = the photo, 1 = full style (default: the value tuned for the style)"
+_SEED = "noise seed of a diversity model (other seeds, other results; default 0); other models ignore it"
 _SCALE = "brush-stroke size, 2 = twice as large (default: the value tuned for the style)"
 
 
@@ -247,12 +248,13 @@ def create_app(models: dict[str, Path] | None = None, max_upload_mb: float = 20,
         preserve_color: Annotated[bool, Form(description="keep the photo's colours")] = False,
         scale: Annotated[float | None, Form(ge=0.1, le=8.0, description=_SCALE)] = None,
         format: Annotated[str, Form(pattern="^(png|jpeg)$", description="png or jpeg")] = "png",
+        seed: Annotated[int | None, Form(ge=0, lt=2**63, description=_SEED)] = None,
     ) -> Response:
         _check_style(registry, style)
         data = await _read_limited(image, max_bytes, max_upload_mb)
         if not data:
             raise HTTPException(400, "the uploaded file is empty")
-        controls = {"strength": strength, "preserve_colors": preserve_color, "scale": scale}
+        controls = {"strength": strength, "preserve_colors": preserve_color, "scale": scale, "seed": seed}
         try:
             result = await run_in_threadpool(limited, _run, registry, style, data, max_pixels, format, controls)
         except InstyleError as exc:
