@@ -154,7 +154,8 @@ def live_server(live_model: Path, texture_file: Path) -> Iterator[str]:
 
     port = _free_port()
     model = live_model
-    app = create_app(models={"tiny": model}, textures={"tiny-texture": texture_file}, device="cpu", backend="eager")
+    texture = Path(os.environ.get("INSTYLE_DOCS_TEXTURE") or texture_file)  # docs: a trained texture network
+    app = create_app(models={"tiny": model}, textures={"tiny-texture": texture}, device="cpu", backend="eager")
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -212,7 +213,7 @@ def test_web_page_end_to_end(live_server: str, live_model: Path, tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_texture_tab_samples_and_downloads(live_server: str) -> None:
+def test_texture_tab_samples_and_downloads(live_server: str, tmp_path: Path) -> None:
     """The Texture tab (#17): pick a texture, set size, seed and tiling, sample, and the download matches."""
     reason = _chromium_reason()
     if reason:
@@ -242,6 +243,9 @@ def test_texture_tab_samples_and_downloads(live_server: str) -> None:
             expect(page.locator("#texture-tiled")).to_have_js_property("width", 192)
             link = page.locator("#texture-download")
             expect(link).to_have_attribute("download", "tiny-texture-seed7-96x64-tile.png")
+            docs = os.environ.get("INSTYLE_UPDATE_DOCS") == "1"
+            page.screenshot(path=str(Path("docs/webapp-texture.png") if docs else tmp_path / "texture.png"),
+                            full_page=True)
             page.fill("#texture-width", "90")  # not a multiple of the 4 px grid: refused before any request
             page.click("#texture-go")
             expect(page.locator("#texture-status")).to_contain_text("multiples of 4")
