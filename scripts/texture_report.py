@@ -25,10 +25,11 @@ from instyle.core.files import atomic_write_text
 from instyle.data.fetch import style_path
 from instyle.data.grid import contact_sheet
 from instyle.data.images import load_image, save_image, tensor_to_pil
-from instyle.losses.perceptual import PerceptualLoss, optimize_image
+from instyle.losses.diversity import mean_pairwise_distance
+from instyle.losses.perceptual import PerceptualLoss
 from instyle.models.modelfile import load_model
 from instyle.training.inputs import load_style_tensor
-from instyle.training.texture import mean_pairwise_distance, seam_ratios, texture_loss_config
+from instyle.training.texture import sample_losses, seam_ratios, texture_loss_config, texture_optimum
 
 
 def main() -> None:
@@ -54,14 +55,10 @@ def main() -> None:
         criterion.set_style(load_style_tensor(texture, tsize))
         if optimum is None:  # the same loss for every model (same texture, size, weight): optimise once
             t0 = time.perf_counter()
-            start = torch.rand(1, 3, size, size)
-            best = optimize_image(criterion, start, steps=a.lbfgs_steps, lr=1.0, init=start, optimizer="lbfgs")
-            with torch.no_grad():
-                optimum = float(criterion(best, best)["style"])
+            optimum = texture_optimum(criterion, size, a.lbfgs_steps)[1]
             print(f"L-BFGS optimum ({a.lbfgs_steps} evaluations, {time.perf_counter() - t0:.0f} s): {optimum:.4g}")
         samples = torch.cat([model.sample(1, size, size, seed=s) for s in range(a.samples)])
-        with torch.no_grad():
-            losses = [float(criterion(x[None], x[None])["style"]) for x in samples]
+        losses = sample_losses(criterion, samples)
         tiles = model.sample(a.samples, 2 * size, 2 * size, seed=100, tile=True)
         col, row = seam_ratios(tiles, model.size_multiple)
         rec = {

@@ -149,12 +149,13 @@ def live_model(model_file: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def live_server(live_model: Path) -> Iterator[str]:
+def live_server(live_model: Path, texture_file: Path) -> Iterator[str]:
     import uvicorn
 
     port = _free_port()
     model = live_model
-    app = create_app(models={"tiny": model}, device="cpu", backend="eager")
+    texture = Path(os.environ.get("INSTYLE_DOCS_TEXTURE") or texture_file)  # docs: a trained texture network
+    app = create_app(models={"tiny": model}, textures={"tiny-texture": texture}, device="cpu", backend="eager")
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -209,3 +210,48 @@ def test_web_page_end_to_end(live_server: str, live_model: Path, tmp_path: Path)
         finally:
             browser.close()
     assert shot.stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_texture_tab_samples_and_downloads(live_server: str, tmp_path: Path) -> None:
+    """The Texture tab (#17): pick a texture, set size, seed and tiling, sample, and the download matches."""
+    reason = _chromium_reason()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 760})
+            page.goto(live_server + "/")
+            page.click("#tab-texture")
+            expect(page.locator("#texture-section")).to_be_visible()
+            expect(page.locator("#styles-section")).to_be_hidden()
+            texture = page.locator('.texture[data-name="tiny-texture"]')
+            expect(texture.locator("img")).to_have_js_property("complete", True)
+            texture.click()
+            expect(texture).to_have_attribute("aria-checked", "true")
+            page.fill("#texture-width", "96")
+            page.fill("#texture-height", "64")
+            page.fill("#texture-seed", "7")
+            page.check("#texture-tile")
+            page.click("#texture-go")
+            expect(page.locator("#texture-status")).to_contain_text("Done", timeout=30_000)
+            size = page.eval_on_selector("#texture-out", "img => [img.naturalWidth, img.naturalHeight]")
+            assert size == [96, 64]
+            expect(page.locator("#texture-tiled")).to_have_js_property("width", 192)
+            link = page.locator("#texture-download")
+            expect(link).to_have_attribute("download", "tiny-texture-seed7-96x64-tile.png")
+            docs = os.environ.get("INSTYLE_UPDATE_DOCS") == "1"
+            page.screenshot(path=str(Path("docs/webapp-texture.png") if docs else tmp_path / "texture.png"),
+                            full_page=True)
+            page.fill("#texture-width", "90")  # not a multiple of the 4 px grid: refused before any request
+            page.click("#texture-go")
+            expect(page.locator("#texture-status")).to_contain_text("multiples of 4")
+            page.click("#tab-photo")
+            expect(page.locator("#styles-section")).to_be_visible()
+            expect(page.locator("#texture-section")).to_be_hidden()
+        finally:
+            browser.close()
+

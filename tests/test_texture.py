@@ -14,6 +14,7 @@ from PIL import Image
 
 from instyle.apps.cli import main
 from instyle.core.errors import InstyleError
+from instyle.losses.diversity import mean_pairwise_distance, nearest_neighbour_log_distance
 from instyle.losses.perceptual import PerceptualLoss
 from instyle.models import create_model
 from instyle.models.card import ModelCard
@@ -23,8 +24,6 @@ from instyle.training.inputs import load_style_tensor
 from instyle.training.texture import (
     TextureConfig,
     lr_factor,
-    mean_pairwise_distance,
-    nearest_neighbour_log_distance,
     seam_ratios,
     step_noise,
     texture_loss_config,
@@ -307,3 +306,35 @@ def test_cli_refuses_a_style_network_as_a_texture_model(tmp_path: Path, capsys: 
                                                                 "arch_kwargs": {"scales": 2, "channels": 2}}, style)
     assert main(["texture", "sample", str(style), "-o", str(tmp_path / "x.png")]) == 2
     assert "not a texture network" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- shipped texture networks
+
+
+def test_shipped_textures_are_listed_apart_from_styles_and_sample_by_name(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import instyle.zoo as zoo
+    from instyle.training.ship import ship_texture
+
+    folder = tmp_path / "textures"
+    trained = tmp_path / "t.safetensors"
+    save_model(_net(), {"arch": "ulyanov-texture", "norm": "instance", "arch_kwargs": {**TINY, "circular": 1},
+                        "kind": "texture"}, trained)
+    ship_texture(trained, "dots", "tiny dots", "instyle texture train --texture dots -o dots.safetensors",
+                 dest=folder)
+    assert load_file_dtype(folder / "dots.safetensors") == torch.float16
+    monkeypatch.setattr(zoo, "TEXTURE_DIR", folder)
+    assert list(zoo.list_textures()) == ["dots"] and "dots" not in zoo.list_styles()
+    assert zoo.resolve_texture("dots") == folder / "dots.safetensors"
+    with pytest.raises(InstyleError, match=r"unknown texture 'nope'.*dots"):
+        zoo.resolve_texture("nope")
+    assert main(["styles"]) == 0
+    assert "textures (noise in, texture out):\ndots" in capsys.readouterr().out
+    assert main(["texture", "sample", "dots", "-o", str(tmp_path / "d.png"), "--size", "24x16", "--seed", "1"]) == 0
+    assert Image.open(tmp_path / "d.png").size == (24, 16)
+
+
+def load_file_dtype(path: Path) -> torch.dtype:
+    from safetensors.torch import load_file
+
+    return next(iter(load_file(str(path)).values())).dtype

@@ -179,9 +179,12 @@ def _add_controls(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preserve-color", action="store_true", help="keep the photo's colours")
     p.add_argument("--scale", type=float, default=None,
                    help="brush-stroke size: 2 = strokes twice as large (default: the style's tuned value, else 1)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="noise seed of a diversity model (trained with --noise-channels): other seeds give other "
+                        "results, the same seed the same pixels (default 0); models without noise channels ignore it")
 
 
-def _controls(a: argparse.Namespace) -> dict[str, float | bool]:
+def _controls(a: argparse.Namespace) -> dict[str, float | bool | int | None]:
     from instyle.inference.controls import check_scale, check_strength
 
     try:
@@ -191,7 +194,9 @@ def _controls(a: argparse.Namespace) -> dict[str, float | bool]:
             check_scale(a.scale)
     except ValueError as exc:
         raise InstyleError(f"--{exc}") from None
-    return {"strength": a.strength, "preserve_colors": a.preserve_color, "scale": a.scale}
+    if a.seed is not None and not 0 <= a.seed < 2**63:
+        raise InstyleError(f"--seed must be an integer in [0, 2**63), got {a.seed}")
+    return {"strength": a.strength, "preserve_colors": a.preserve_color, "scale": a.scale, "seed": a.seed}
 
 
 def _cmd_stylize(a: argparse.Namespace) -> int:
@@ -244,7 +249,7 @@ def _add_styles(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_styles(a: argparse.Namespace) -> int:
-    from instyle.zoo import list_styles
+    from instyle.zoo import list_styles, list_textures
 
     styles = list_styles()
     if not styles:
@@ -253,6 +258,12 @@ def _cmd_styles(a: argparse.Namespace) -> int:
         print(f"{name:22s} {card.arch:13s} {card.description}")
     if styles:
         print("\nuse one with `instyle stylize PHOTO -s NAME -o OUT`; `instyle retrain NAME` redoes its training")
+    textures = list_textures()
+    if textures:
+        print("\ntextures (noise in, texture out):")
+        for name, card in textures.items():
+            print(f"{name:22s} {card.arch:13s} {card.description}")
+        print("\nsample one with `instyle texture sample NAME -o OUT.png --size 512 --seed 3 --tile`")
     return 0
 
 
@@ -287,19 +298,23 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def _add_experiment(sub: argparse._SubParsersAction) -> None:
+    from instyle.experiments.diversity import PRESETS as DIVERSITY_PRESETS
     from instyle.experiments.in_vs_bn import PRESETS
 
     p = sub.add_parser("experiment", help="reproduce the paper's research questions")
-    p.add_argument("name", choices=["in-vs-bn"])
-    p.add_argument("--preset", default="smoke", choices=list(PRESETS),
-                   help="smoke (minutes), cpu (~2 h), medium (RQ3; hours, resumable), full (GPU)")
+    p.add_argument("name", choices=["in-vs-bn", "diversity"],
+                   help="in-vs-bn: RQ1-RQ3 on stylization; diversity: texture networks, lambda and IN vs BN (#17)")
+    p.add_argument("--preset", default="smoke", choices=list(dict.fromkeys([*PRESETS, *DIVERSITY_PRESETS])),
+                   help="smoke (minutes), cpu (in-vs-bn ~2 h, diversity ~20 min), medium (in-vs-bn RQ3; hours, "
+                        "resumable), full (GPU)")
     p.add_argument("--out", default=None,
-                   help="report and figures (default: docs/experiments for cpu, docs/experiments/PRESET else)")
+                   help="report and figures (default docs/experiments; in-vs-bn non-cpu: docs/experiments/PRESET)")
     p.add_argument("--rescore", action="store_true",
-                   help="recompute the per-image L-BFGS ceiling of the report in --out and rewrite it (no training)")
-    p.add_argument("--work", default=None, help="trained networks and caches (default runs/in-vs-bn-PRESET)")
+                   help="in-vs-bn: recompute the L-BFGS ceiling of the report in --out and rewrite it (no training)")
+    p.add_argument("--work", default=None, help="trained networks and caches (default runs/NAME-PRESET)")
     p.add_argument("--content", default=None, help="content photos (default: the fetched training set)")
-    p.add_argument("--styles", default=None, help="comma-separated style images (default: the preset's paintings)")
+    p.add_argument("--styles", default=None, help="comma-separated style images, or texture images for diversity "
+                                                  "(default: the preset's)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_experiment)
 
@@ -308,11 +323,22 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
     from instyle.experiments import in_vs_bn
 
     styles = [Path(s) for s in a.styles.split(",")] if a.styles else None
+    if a.name == "diversity":
+        from instyle.experiments import diversity
+
+        if a.preset not in diversity.PRESETS or a.rescore:
+            raise InstyleError(f"experiment diversity: no preset {a.preset!r} (choose {', '.join(diversity.PRESETS)}); "
+                               "--rescore is for in-vs-bn")
+        diversity.run(a.preset, Path(a.out or "docs/experiments"), work=Path(a.work) if a.work else None,
+                      texture_files=styles, progress=not a.quiet)
+        return 0
     out = Path(a.out) if a.out else in_vs_bn.default_out(a.preset)
     if a.rescore:
         in_vs_bn.rescore(out, content=Path(a.content) if a.content else None,
                          work=Path(a.work) if a.work else None)
         return 0
+    if a.preset not in in_vs_bn.PRESETS:
+        raise InstyleError(f"experiment in-vs-bn: no preset {a.preset!r}; choose {', '.join(in_vs_bn.PRESETS)}")
     in_vs_bn.run(a.preset, out, work=Path(a.work) if a.work else None,
                  content=Path(a.content) if a.content else None, style_files=styles, progress=not a.quiet)
     return 0
@@ -417,6 +443,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("-m", "--model", action="append", default=[], help="also offer this model file (repeatable)")
+    p.add_argument("--texture", action="append", default=[], metavar="MODEL",
+                   help="also offer this texture network in the Texture tab (repeatable)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body, however it is sent")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="largest image the network may see, after the stroke scale (default 40 MP)")
@@ -436,7 +464,13 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         if not Path(m).is_file():
             raise InstyleError(f"{m}: no such model file")
         models[Path(m).stem] = Path(m)
-    serve(host=a.host, port=a.port, models=models, max_upload_mb=a.max_upload_mb, device=a.device, backend=a.backend,
+    textures = {}
+    for t in a.texture:
+        if not Path(t).is_file():
+            raise InstyleError(f"{t}: no such model file")
+        textures[Path(t).stem] = Path(t)
+    serve(host=a.host, port=a.port, models=models, textures=textures, max_upload_mb=a.max_upload_mb,
+          device=a.device, backend=a.backend,
           max_pixels=a.max_pixels, body_timeout_s=a.body_timeout, max_live=a.max_live)
     return 0
 
@@ -550,7 +584,7 @@ def _add_texture(sub: argparse._SubParsersAction) -> None:
     _add_run_control(t)
     t.set_defaults(func=_cmd_texture_train)
     s = tsub.add_parser("sample", help="sample a texture from a texture network")
-    s.add_argument("model", help="a texture model file (.safetensors)")
+    s.add_argument("model", help="a texture model file (.safetensors), or a shipped texture (see instyle styles)")
     s.add_argument("-o", "--output", required=True, help="image to write (.png, .jpg, ...)")
     s.add_argument("--size", default="512", help="WIDTHxHEIGHT or one side, e.g. 1024x768 (default 512)")
     s.add_argument("--seed", type=int, default=None, help="noise seed: the same seed gives the same texture "
@@ -596,8 +630,10 @@ def _cmd_texture_sample(a: argparse.Namespace) -> int:
     from instyle.data.images import ensure_not_input, save_image, tensor_to_pil
     from instyle.models.modelfile import load_model, read_card
     from instyle.models.registry import TEXTURE_ARCHS
+    from instyle.zoo import resolve_texture
 
     height, width = _parse_size(a.size)
+    a.model = str(resolve_texture(a.model))
     card = read_card(a.model)
     if card.arch not in TEXTURE_ARCHS:
         raise InstyleError(f"{a.model} is a {card.arch} style network, not a texture network; "

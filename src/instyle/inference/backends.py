@@ -48,6 +48,7 @@ from instyle.core.hardware import cpu_supports_bf16, pick_device
 from instyle.core.metrics import psnr
 from instyle.inference import compiled
 from instyle.inference.rewrites import fold_upsampling, widen_thin_convs
+from instyle.models.registry import noise_channels
 
 BACKENDS = ("auto", "eager", "channels_last", "bf16", "compile", "compile-bf16", "onnxruntime", "fp16", "cuda-graphs",
             "compile-fp16", "int8", "aot-fp32", "aot-bf16", "aot-fp16")
@@ -57,6 +58,10 @@ CUDA_ONLY = ("fp16", "cuda-graphs", "compile-fp16", "aot-fp16")
 CHECK_SIZES = ((96, 128), (75, 113))
 #: The size ``auto`` times its validated candidates at, once per model and machine.
 RACE_SIZE = (512, 512)
+#: What runs a diversity model g(x, z), whose input carries noise channels beside the photo: the
+#: eager paths. Compiled graphs, ONNX and int8 are traced on 3-channel photos (and their PSNR
+#: check compares runs with different noise), so they refuse it; ``auto`` takes ``eager``.
+NOISE_BACKENDS = ("eager", "channels_last", "bf16", "fp16")
 
 
 class Runner:
@@ -460,6 +465,11 @@ def build_runner(module: nn.Module, backend: str = "auto", device: str | torch.d
     dev = pick_device(device) if isinstance(device, str) else device
     if backend not in BACKENDS:
         raise InstyleError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if noise_channels(module):
+        if backend not in (*NOISE_BACKENDS, "auto"):
+            raise InstyleError(f"the {backend} backend does not take the noise input of {label} "
+                               f"({noise_channels(module)} noise channels); use one of {', '.join(NOISE_BACKENDS)}")
+        backend = "eager" if backend == "auto" else backend
     if backend == "auto":
         return _auto(module, dev, min_psnr, label)
     if backend in CUDA_ONLY and dev.type != "cuda":

@@ -25,6 +25,7 @@ from instyle.core.files import atomic_path, atomic_write_text, check_output_path
 from instyle.models import modelfile
 from instyle.models.clamped import ClampedGenerator
 from instyle.models.modelfile import load_model
+from instyle.models.registry import noise_channels
 from instyle.zoo import resolve_model
 
 FORMATS = ("onnx", "torchscript")
@@ -115,6 +116,9 @@ def export_model(model: str | Path, output: str | Path, fmt: str = "onnx", *, ex
     check_output_path(out)
     check_output_path(export_card_path(out))
     generator, model_card = load_model(model_path)
+    if noise_channels(generator):
+        raise InstyleError(f"{model}: a diversity model (noise_channels {noise_channels(generator)}) takes noise "
+                           f"beside the photo; exporting it is not supported, stylize it with instyle stylize --seed")
     module = ClampedGenerator(generator).eval()
     multiple, min_size = size_multiple(module)
     wrapper = ExportWrapper(module, multiple, min_size).eval()

@@ -41,7 +41,9 @@ from instyle.inference.controls import blend, check_scale, preserve_color, resiz
 from instyle.inference.tiling import AUTO_TILE_PIXELS, DEFAULT_OVERLAP, DEFAULT_TILE, stylize_tiled
 from instyle.models.card import Defaults, ModelCard
 from instyle.models.clamped import ClampedGenerator
+from instyle.models.layers import with_noise
 from instyle.models.modelfile import load_model
+from instyle.models.registry import noise_channels
 from instyle.zoo import resolve_model
 
 # Modes whose ICC profile describes RGB, so it stays right on the RGB result (not grey or CMYK ones).
@@ -82,8 +84,22 @@ class Stylizer:
             self._runner = build_runner(self.module, self.backend, self.device, label=self.name)
         return self._runner
 
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
-        """The network on (N, 3, H, W), whole or in tiles when the image is too large."""
+    @property
+    def noise_channels(self) -> int:
+        """Noise channels the model takes beside the photo (a diversity model g(x, z)); 0: ``seed`` is ignored."""
+        return noise_channels(self.module)
+
+    def _run(self, x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+        """The network on (N, 3, H, W), whole or in tiles when the image is too large.
+
+        A noise model gets one U(0, 1) noise field drawn from ``seed`` (None: 0) at the size the
+        network runs at, the same for every image of the batch: a photo comes out the same for a
+        seed however it is batched (video frames included), and tiles cut the one field."""
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
+            raise InstyleError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+        if self.noise_channels:
+            field = with_noise(x[:1, :0], 0, self.noise_channels, torch.Generator().manual_seed(seed or 0))
+            x = torch.cat([x, field.expand(len(x), -1, -1, -1)], dim=1)
         h, w = x.shape[-2:]
         tile = self.tile if self.tile is not None else (DEFAULT_TILE if h * w > AUTO_TILE_PIXELS else 0)
         if tile and max(h, w) > tile:
@@ -107,14 +123,17 @@ class Stylizer:
 
     @torch.inference_mode()
     def stylize_tensor(self, x: torch.Tensor, *, strength: float | None = None, preserve_colors: bool = False,
-                       scale: float | None = None, max_pixels: int | EllipsisType | None = ...) -> torch.Tensor:
+                       scale: float | None = None, max_pixels: int | EllipsisType | None = ...,
+                       seed: int | None = None) -> torch.Tensor:
         """(N, 3, H, W) or (3, H, W) in [0, 1] -> the same shape, on the input's device.
 
         ``strength`` blends with the photo, ``preserve_colors`` keeps the photo's chroma, ``scale``
         > 1 makes brush strokes larger by stylizing a smaller copy and resizing back. ``None``: the
         value in the model card's ``defaults`` (1.0 where it has none). ``max_pixels`` overrides
         the Stylizer's bound on the pixels the network sees (``...``: keep it); a larger job
-        raises ``ImageError`` before any memory is allocated for it.
+        raises ``ImageError`` before any memory is allocated for it. ``seed`` picks the noise of a
+        diversity model (``noise_channels`` > 0): other seeds, other equally styled results; the
+        same seed, the same pixels (None: seed 0). Models without noise channels ignore it.
         """
         strength = self.defaults.strength if strength is None else strength
         scale = self.defaults.scale if scale is None else scale
@@ -125,7 +144,7 @@ class Stylizer:
         check_scaled_pixels((h, w), size, scale, self.max_pixels if max_pixels is ... else max_pixels)
         photo = (x.unsqueeze(0) if single else x).to(self.device, torch.float32)
         small = resize(photo, size) if scale != 1.0 else photo
-        y = resize(self._run(small), (h, w))
+        y = resize(self._run(small, seed), (h, w))
         if preserve_colors:
             y = preserve_color(y, photo)
         if strength != 1.0:

@@ -3,7 +3,8 @@
 c9s1-32, d64, d128, 5×R128, u64, u32, c9s1-3 with reflection padding. Upsampling is nearest ×2
 followed by a 3×3 conv (Odena et al.'s fix for the checkerboard of transposed convs). The output is
 an unbounded RGB image in [0, 1] space: clamping in training would kill gradients, so inference
-clamps instead.
+clamps instead. ``noise_channels`` > 0 makes it a generator g(x, z) of the diversity branch: that
+many U(0, 1) noise channels are concatenated to the RGB input (``layers.with_noise``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from instyle.models.layers import ConvNormAct, crop_to, pad_to_multiple
+from instyle.models.layers import ConvNormAct, crop_to, pad_to_multiple, with_noise
 from instyle.models.norms import make_norm
 
 
@@ -47,11 +48,12 @@ class JohnsonNet(nn.Module):
     size_multiple = 4
     min_size = 16  # room for the 9×9 reflection pads, down to 1×1 inputs
 
-    def __init__(self, norm: str = "instance", width: float = 1.0, n_res: int = 5):
+    def __init__(self, norm: str = "instance", width: float = 1.0, n_res: int = 5, noise_channels: int = 0):
         super().__init__()
+        self.noise_channels = noise_channels
         c1, c2, c3 = (max(1, round(c * width)) for c in (32, 64, 128))
         self.encoder = nn.Sequential(
-            ConvNormAct(3, c1, 9, norm=norm),
+            ConvNormAct(3 + noise_channels, c1, 9, norm=norm),
             ConvNormAct(c1, c2, 3, stride=2, norm=norm),
             ConvNormAct(c2, c3, 3, stride=2, norm=norm),
         )
@@ -63,6 +65,6 @@ class JohnsonNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        padded, size = pad_to_multiple(x, self.size_multiple, self.min_size)
+        padded, size = pad_to_multiple(with_noise(x, 3, self.noise_channels), self.size_multiple, self.min_size)
         y = self.decoder(self.residuals(self.encoder(padded)))
         return crop_to(y, size, padded.shape[-2:])

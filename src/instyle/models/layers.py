@@ -93,3 +93,22 @@ def crop_to(x: torch.Tensor, size: tuple[int, int], padded: tuple[int, int]) -> 
     if ph == 0 and pw == 0:
         return x
     return x[..., ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w]
+
+
+def with_noise(x: torch.Tensor, image_channels: int, noise_channels: int,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """The input of a generator g(x, z) (the diversity branch of texture_nets): the image with
+    ``noise_channels`` of U(0, 1) noise concatenated, or ``x`` unchanged if it already carries them.
+
+    Callers that must be reproducible (training, ``Stylizer`` with a seed) concatenate the noise
+    themselves; a plain (N, 3, H, W) call draws it here from ``generator`` or the global CPU RNG
+    (on the CPU, so a seed gives the same noise on every device)."""
+    if not noise_channels:
+        return x
+    if x.shape[1] == image_channels + noise_channels:
+        return x
+    if x.shape[1] != image_channels:
+        raise ValueError(f"expected {image_channels} image channels (+ {noise_channels} noise), got {x.shape[1]}")
+    z = torch.rand(x.shape[0], noise_channels, *x.shape[-2:], generator=generator)
+    return torch.cat([x, z.to(x.device, x.dtype)], dim=1)
+

@@ -15,10 +15,11 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], str]] = {}
 # The hyper-parameters a model card may set, per architecture, with inclusive ranges. Cards come from
 # untrusted files: anything else is refused before a layer is built (``instyle.models.card``).
 _STYLES = {"styles": (1, 256)}
+_NOISE = {"noise_channels": (0, 16)}  # g(x, z): noise channels concatenated to the photo (diversity)
 ARCH_LIMITS: dict[str, dict[str, tuple[int, int]]] = {
-    "johnson": {"n_res": (1, 16), **_STYLES},
-    "johnson-half": {"n_res": (1, 16), **_STYLES},
-    "ulyanov": {"scales": (1, 8), "channels": (1, 64), "noise_channels": (0, 16), **_STYLES},
+    "johnson": {"n_res": (1, 16), **_NOISE, **_STYLES},
+    "johnson-half": {"n_res": (1, 16), **_NOISE, **_STYLES},
+    "ulyanov": {"scales": (1, 8), "channels": (1, 64), **_NOISE, **_STYLES},
     "ulyanov-texture": {"scales": (1, 8), "channels": (1, 64), "noise_channels": (1, 16), "circular": (0, 1)},
 }
 # Architectures that generate textures from noise instead of stylizing photos (``instyle texture``).
@@ -67,3 +68,10 @@ def create_model(name: str, norm: str = "instance", styles: int = 1, **kw: objec
     if norm not in NORM_KINDS:
         raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORM_KINDS)}")
     return make_multistyle(_REGISTRY[name][0](norm=norm, **kw), styles)
+
+
+def noise_channels(module: nn.Module) -> int:
+    """How many noise channels a photo generator g(x, z) takes beside the RGB photo (0: a plain g(x))."""
+    inner = getattr(module, "generator", module)  # through ClampedGenerator
+    return int(getattr(inner, "noise_channels", 0) or 0) if not isinstance(inner, UlyanovTexture) else 0
+

@@ -1,7 +1,11 @@
 """Ulyanov et al. multi-scale texture network (texture_nets ``pyramid``), for stylization.
 
 The input image is seen at K scales (average-pooled by 2^(K-1) … 1), optionally with noise
-channels. Each scale gets a small conv block; starting from the coarsest, the running result is
+channels (a generator g(x, z), the diversity branch: ``noise_channels`` of U(0, 1) noise
+concatenated to the RGB input, ``layers.with_noise``). The noise is pooled with the image, and its
+deviation from 0.5 scaled back up by the pooling ratio so every scale sees noise of the same
+variance (plain average pooling would leave the coarse scales almost noise-free).
+Each scale gets a small conv block; starting from the coarsest, the running result is
 upsampled ×2, normalised, concatenated with the next scale's normalised block output, and mixed
 by three more convs, so the channel count grows by ``channels`` per scale (8, 16, …, 48 for K=6).
 A 1×1 conv maps to RGB. About 117 k parameters for the original K=6, 8 channels.
@@ -17,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from instyle.core.errors import InstyleError
-from instyle.models.layers import ConvNormAct, crop_to, pad_to_multiple
+from instyle.models.layers import ConvNormAct, crop_to, pad_to_multiple, with_noise
 from instyle.models.norms import make_norm
 
 
@@ -38,6 +42,7 @@ class UlyanovNet(nn.Module):
         super().__init__()
         self.scales = scales
         self.noise_channels = noise_channels
+        self.image_channels = image_channels
         self.size_multiple = 2 ** (scales - 1)
         # at least 2×2 at the coarsest scale: instance statistics of a single pixel are undefined
         self.min_size = 2 * self.size_multiple
@@ -50,18 +55,19 @@ class UlyanovNet(nn.Module):
         self.to_rgb = nn.Conv2d(channels * scales, 3, 1)
 
     def _inputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The image pyramid, coarsest first."""
+        """The image (+ noise) pyramid, coarsest first; pooled noise keeps U(0, 1)'s mean and variance."""
         out = []
+        c = self.image_channels
         for i in range(self.scales):
             ratio = 2 ** (self.scales - 1 - i)
             xi = F.avg_pool2d(x, ratio) if ratio > 1 else x
-            if self.noise_channels:
-                noise = torch.rand(xi.shape[0], self.noise_channels, *xi.shape[-2:], device=x.device, dtype=x.dtype)
-                xi = torch.cat([xi, noise], dim=1)
+            if self.noise_channels and ratio > 1:
+                xi = torch.cat([xi[:, :c], 0.5 + (xi[:, c:] - 0.5) * ratio], dim=1)
             out.append(xi)
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = with_noise(x, self.image_channels, self.noise_channels)
         padded, size = pad_to_multiple(x, self.size_multiple, self.min_size)
         return crop_to(self._trunk(self._inputs(padded)), size, padded.shape[-2:])
 

@@ -103,6 +103,13 @@ class TrainConfig:
     eval_every: int = option(200, "steps between held-out evaluations", low=1, high=10_000_000)
     checkpoint_every: int = option(200, "steps between checkpoints", low=1, high=10_000_000)
     log_every: int = option(10, low=1, high=10_000_000)  # steps between log lines (no flag)
+    noise_channels: int = option(0, "U(0, 1) noise channels concatenated to the photo: a generator g(x, z) whose "
+                                    "stylize --seed then gives different results (3 in the paper's diversity branch)",
+                                 low=0, high=16)
+    diversity: float = option(0.0, "weight λ of the entropy (diversity) term among each photo's noise draws; "
+                                   "needs --noise-channels; 0 = plain training", low=0, high=INF)
+    diversity_copies: int = option(2, "with --diversity: noise draws per photo and step (the generator then runs "
+                                      "batch x copies images)", low=2, high=64)
     vgg_weights: str = "imagenet"
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     style_meta: dict[str, Any] | list[dict[str, Any]] = field(default_factory=dict)  # title, license… per style
@@ -123,6 +130,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.compile = self.compile or self.cuda_graphs  # CUDA graphs replay the compiled step
+        if self.noise_channels:  # the card's arch_kwargs rebuild the network: it must say so there
+            self.arch_kwargs = {**self.arch_kwargs, "noise_channels": self.noise_channels}
 
     @staticmethod
     def flag(name: str) -> str:
@@ -147,6 +156,8 @@ class TrainConfig:
                     or not meta["low"] <= value <= meta["high"]:
                 high = "" if meta["high"] == INF else f" and at most {meta['high']:g}"
                 raise InstyleError(f"{flag} must be at least {meta['low']:g}{high}, got {value!r}")
+        if self.diversity and not self.arch_kwargs.get("noise_channels"):
+            raise InstyleError("--diversity needs a generator that sees noise: add --noise-channels 3")
         if self.decay > self.iters:
             raise InstyleError(f"--decay ({self.decay}) cannot exceed --iters ({self.iters})")
         if not self.style_files():

@@ -37,3 +37,10 @@ def split_paths(cfg: TrainConfig) -> list[Path]:
     if len(set(paths)) != len(paths) or out in paths:
         raise InstyleError("jointly trained style files need distinct names, different from the output's")
     return paths
+
+
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """The CPU generator of training step ``step``'s noise: a pure function of (seed, step, rank), so
+    a resumed run draws exactly the noise an uninterrupted one would (textures and diversity models)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step + rank * 7_919_000_017) % (2**63 - 1))
+

@@ -27,9 +27,11 @@ from instyle.core.files import refuse_overwriting, sha256_file
 from instyle.core.hardware import machine_description, pick_device
 from instyle.core.version import __version__
 from instyle.data.datasets import CropDataset, infinite_batches
+from instyle.losses.diversity import nearest_neighbour_log_distance
 from instyle.losses.perceptual import PerceptualLoss, get_preset
 from instyle.models import create_model, set_style_index, single_style_state
 from instyle.models.card import ModelCard
+from instyle.models.layers import with_noise
 from instyle.models.modelfile import card_path, load_weights, read_card, save_model
 from instyle.training.checkpoints import check_run_state, load_checkpoint, save_checkpoint
 from instyle.training.config import TrainConfig, autocast, resolve_precision
@@ -44,10 +46,11 @@ from instyle.training.distributed import (
 )
 from instyle.training.guard import StepGuard
 from instyle.training.holdout import MAIN_TERMS, center_crops, chunked_content_targets, loss_terms, run_model
-from instyle.training.inputs import content_split, load_style_tensor, split_paths
+from instyle.training.inputs import content_split, load_style_tensor, split_paths, step_generator
 
 _RESUME_KEYS = ("style", "arch", "norm", "loss", "size", "batch", "seed", "lr", "content_weight",
-                "style_weight", "tv_weight", "style_size", "arch_kwargs", "style_scales")
+                "style_weight", "tv_weight", "style_size", "arch_kwargs", "style_scales", "diversity",
+                "diversity_copies")
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -169,9 +172,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
             first = state["step"] * cfg.batch + dist_info.rank * len(x)
             style_index = (torch.arange(first, first + len(x)) % n_styles).to(device)
             set_style_index(model, style_index)
+        photos, inputs, style_index = diversity_inputs(cfg, x, style_index, state["step"], dist_info.rank)
+        if style_index is not None and len(photos) != len(x):
+            set_style_index(model, style_index)
         with autocast(device, amp_dtype):
-            y = fwd_net(x)
-            terms = fwd_loss(y.float(), x, style_index)
+            y = fwd_net(inputs)
+            terms = fwd_loss(y.float(), photos, style_index)
+        if cfg.diversity:  # the batch holds diversity_copies noise draws per photo, consecutive
+            terms = with_entropy(terms, y.float(), cfg.diversity, groups=len(x))
         grad_norm = guard.step(terms["total"], cfg.grad_clip)
         average_buffers(model, dist_info)
         state["step"] += 1
@@ -225,6 +233,31 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
     barrier(dist_info)  # the model file exists for every rank once train() returns
     shutdown(dist_info)
     return card
+
+
+def diversity_inputs(cfg: TrainConfig, x: torch.Tensor, style_index: torch.Tensor | None, step: int, rank: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(photos, generator input, style index) of a step. A generator g(x, z) gets noise channels
+    drawn from (seed, step, rank), so a resumed run sees the same noise; with ``diversity`` every
+    photo appears ``diversity_copies`` times in a row, each copy with its own noise. A plain
+    generator gets the batch as it is."""
+    k = int(cfg.arch_kwargs.get("noise_channels", 0))
+    if not k:
+        return x, x, style_index
+    copies = cfg.diversity_copies if cfg.diversity else 1
+    photos = x.repeat_interleave(copies, dim=0) if copies > 1 else x
+    if style_index is not None and copies > 1:
+        style_index = style_index.repeat_interleave(copies)
+    z = torch.rand(len(photos), k, *x.shape[-2:], generator=step_generator(cfg.seed, step, rank))
+    return photos, torch.cat([photos, z.to(x.device, x.dtype)], dim=1), style_index
+
+
+def with_entropy(terms: dict[str, torch.Tensor], outputs: torch.Tensor, diversity: float, groups: int
+                 ) -> dict[str, torch.Tensor]:
+    """``total`` − λ · mean ln nearest-neighbour distance among each photo's noise draws (the
+    Kozachenko–Leonenko entropy estimate, ``instyle.losses.diversity``), the term logged beside it."""
+    log_nn = nearest_neighbour_log_distance(outputs, groups=groups).mean()
+    return {**terms, "total": terms["total"] - diversity * log_nn, "log_nn_distance": log_nn}
 
 
 def keep_if_best(state: dict[str, Any], best: dict[str, torch.Tensor], model: torch.nn.Module, step: int,
@@ -297,7 +330,9 @@ def evaluate_holdout(model: torch.nn.Module, criterion: PerceptualLoss, hold: to
     model.eval()
     if style_index is not None:
         set_style_index(model, style_index)
-    terms = loss_terms(criterion, run_model(model, hold, autocast_dtype=amp_dtype), hold, style_index=style_index,
+    k = int(getattr(model, "noise_channels", 0) or 0)  # a diversity model: the same noise field at every evaluation
+    inputs = with_noise(hold, 3, k, torch.Generator().manual_seed(0)) if k else hold
+    terms = loss_terms(criterion, run_model(model, inputs, autocast_dtype=amp_dtype), hold, style_index=style_index,
                        targets=targets)
     model.train(was_training)
     return {k: round(v, 6) for k, v in terms.items()}

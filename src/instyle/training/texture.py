@@ -11,13 +11,8 @@ batch with the Kozachenko–Leonenko nearest-neighbour estimator::
 
     objective = mean_i L(g(z_i)) − λ · mean_i ln min_{j≠i} ‖g(z_i) − g(z_j)‖
 
-The distance is on **pixels**, not VGG features: the entropy in the KL derivation is that of the image
-distribution itself (a feature-space distance estimates the entropy of the features, another quantity),
-it costs no extra VGG pass, and it does not depend on which layers the loss happens to use. Its known
-weak side, that pixel distance also counts translations, is harmless for stationary textures, where a
-shifted texture *is* a different sample. The distance is the RMS pixel difference (the norm divided by
-√(3·H·W)); that only shifts ln by a constant, so gradients are the norm's, and logged values read as
-"typical per-pixel difference". λ = 0 skips the term entirely, so it trains exactly the plain network.
+The distance is the RMS pixel distance (why pixels and not VGG features: ``instyle.losses.diversity``).
+λ = 0 skips the term entirely, so it trains exactly the plain network.
 
 Runs are deterministic for a seed: the initial weights come from ``torch.manual_seed(seed)`` and the
 noise of step s from a generator seeded with ``(seed, s)`` (``step_noise``), so a resumed run sees the
@@ -43,14 +38,15 @@ from instyle.core.errors import InstyleError
 from instyle.core.files import refuse_overwriting, sha256_file
 from instyle.core.hardware import check_device, machine_description, pick_device
 from instyle.core.version import __version__
-from instyle.losses.perceptual import LossConfig, PerceptualLoss, get_preset
+from instyle.losses.diversity import nearest_neighbour_log_distance
+from instyle.losses.perceptual import LossConfig, PerceptualLoss, get_preset, optimize_image
 from instyle.models import NORM_KINDS, create_model
 from instyle.models.card import ModelCard
 from instyle.models.modelfile import card_path, save_model
 from instyle.models.ulyanov import UlyanovTexture
 from instyle.training.checkpoints import check_run_state, load_checkpoint, save_checkpoint
 from instyle.training.guard import StepGuard
-from instyle.training.inputs import load_style_tensor
+from instyle.training.inputs import load_style_tensor, step_generator
 
 ARCH = "ulyanov-texture"
 # Options a resumed run must share with its checkpoint (the rest only say where or how long it runs).
@@ -129,22 +125,6 @@ def texture_loss_config(style_weight: float | None = None, tv_weight: float = 0.
                       style_weight=preset.style_weight if style_weight is None else style_weight, tv_weight=tv_weight)
 
 
-def nearest_neighbour_log_distance(samples: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """(N,) ln of each sample's RMS pixel distance to its nearest other sample in the batch (N ≥ 2).
-
-    Squared distances come from one N×N product (‖a‖² + ‖b‖² − 2ab, in float32), not an N×N×D
-    difference tensor; they are clamped at ``eps`` so identical samples give a large finite
-    negative log instead of −inf or a NaN gradient."""
-    n = samples.shape[0]
-    if n < 2:
-        raise ValueError("the nearest-neighbour distance needs at least two samples")
-    flat = samples.float().reshape(n, -1)
-    sq = flat.pow(2).sum(dim=1)
-    d2 = (sq[:, None] + sq[None, :] - 2 * flat @ flat.T) / flat.shape[1]
-    d2 = d2 + torch.diag(torch.full((n,), math.inf, device=samples.device))  # j ≠ i
-    return 0.5 * torch.log(d2.min(dim=1).values.clamp_min(eps))
-
-
 def texture_objective(criterion: PerceptualLoss, samples: torch.Tensor, diversity: float) -> dict[str, torch.Tensor]:
     """``total`` = mean Gram loss − λ · mean ln nearest-neighbour distance, with its parts.
 
@@ -160,8 +140,7 @@ def texture_objective(criterion: PerceptualLoss, samples: torch.Tensor, diversit
 
 def step_noise(model: UlyanovTexture, batch: int, size: int, seed: int, step: int) -> list[torch.Tensor]:
     """The noise pyramid of training step ``step`` (0-based): a pure function of (seed, step)."""
-    generator = torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
-    return model.noise(batch, size, size, generator)
+    return model.noise(batch, size, size, step_generator(seed, step))
 
 
 def lr_factor(cfg: TextureConfig, step: int) -> float:
@@ -278,16 +257,6 @@ def _truncate_log(path: Path, step: int) -> None:
 # ----------------------------------------------------------------------------- measuring samples
 
 
-def mean_pairwise_distance(samples: torch.Tensor) -> float:
-    """Mean RMS pixel distance over all pairs of samples (the diversity the report quotes)."""
-    n = samples.shape[0]
-    if n < 2:
-        raise ValueError("need at least two samples")
-    flat = samples.float().reshape(n, -1)
-    d = torch.cdist(flat[None], flat[None])[0] / math.sqrt(flat.shape[1])
-    return float(d.sum() / (n * (n - 1)))
-
-
 def seam_ratios(samples: torch.Tensor, multiple: int) -> tuple[float, float]:
     """(columns, rows): mean absolute difference across the wrap edge (last column to first, last
     row to first) over that of interior neighbours at the same phase, i.e. across edges at multiples
@@ -302,3 +271,18 @@ def seam_ratios(samples: torch.Tensor, multiple: int) -> tuple[float, float]:
     col = (x[..., 0] - x[..., -1]).abs().mean() / (x[..., cols] - x[..., cols - 1]).abs().mean()
     row = (x[..., 0, :] - x[..., -1, :]).abs().mean() / (x[..., rows, :] - x[..., rows - 1, :]).abs().mean()
     return float(col), float(row)
+
+
+def texture_optimum(criterion: PerceptualLoss, size: int, steps: int, seed: int = 0) -> tuple[torch.Tensor, float]:
+    """The per-image optimum the samples are compared with: L-BFGS on the pixels of one size² image
+    from U(0, 1) noise (``steps`` function evaluations), same Gram loss; (image, its loss)."""
+    start = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed)).to(criterion.device)
+    best = optimize_image(criterion, start, steps=steps, lr=1.0, init=start, optimizer="lbfgs")
+    return best, sample_losses(criterion, best)[0]
+
+
+@torch.no_grad()
+def sample_losses(criterion: PerceptualLoss, samples: torch.Tensor) -> list[float]:
+    """The Gram (texture) loss of each sample, one at a time (what the reports average)."""
+    return [float(criterion(x[None], x[None])["style"]) for x in samples.to(criterion.device)]
+

@@ -46,10 +46,10 @@ def listen(host: str, port: int) -> socket.socket:
 def serve(host: str = "127.0.0.1", port: int = 8000, models: dict[str, Path] | None = None,
           max_upload_mb: float = 20, device: str = "auto", backend: str = "auto",
           max_pixels: int | None = None, body_timeout_s: float | None = 120.0,
-          max_live: int = 4) -> None:
+          max_live: int = 4, textures: dict[str, Path] | None = None) -> None:
     """Run the app with uvicorn until interrupted. Every argument and model is checked first, so a
     bad one is one line before anything listens. ``max_pixels``: ``None`` keeps the app's default;
-    ``max_live``: live-mode viewers at once (0: off)."""
+    ``max_live``: live-mode viewers at once (0: off); ``textures``: texture networks for the Texture tab."""
     check_port(port)
     try:
         import uvicorn
@@ -57,7 +57,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, models: dict[str, Path] | N
         raise InstyleError("the web app needs uvicorn: pip install 'instyle[serve]'") from None
     limits: dict[str, Any] = {} if max_pixels is None else {"max_pixels": max_pixels}
     app = create_app(models=models, max_upload_mb=max_upload_mb, device=device, backend=backend,
-                     body_timeout_s=body_timeout_s, max_live=max_live, **limits)
+                     body_timeout_s=body_timeout_s, max_live=max_live, textures=textures, **limits)
     sock = listen(host, port)
     shown = f"[{host}]" if ":" in host else host
     print(f"instyle web app on http://{shown}:{port}/  (API docs: http://{shown}:{port}/docs)", flush=True)

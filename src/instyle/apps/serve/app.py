@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 from instyle.apps.serve.guards import BodyLimit, SecurityHeaders, content_disposition
 from instyle.apps.serve.live import add_live_route
+from instyle.apps.serve.textures import add_texture_routes
 from instyle.core.errors import InstyleError
 from instyle.core.version import __version__
 from instyle.data.demo_photos import DEMO_PHOTOS
@@ -46,6 +47,7 @@ DEFAULT_BODY_TIMEOUT_S = 120.0  # a 20 MB upload needs 1.4 Mbit/s to make it
 
 
 _STRENGTH = "0 = the photo, 1 = full style (default: the value tuned for the style)"
+_SEED = "noise seed of a diversity model (other seeds, other results; default 0); other models ignore it"
 _SCALE = "brush-stroke size, 2 = twice as large (default: the value tuned for the style)"
 
 
@@ -173,12 +175,14 @@ def _server_reason(exc: ImageError) -> str:
 
 def create_app(models: dict[str, Path] | None = None, max_upload_mb: float = 20, max_pixels: int = MAX_SERVE_PIXELS,
                device: str = "auto", backend: str = "auto", max_concurrency: int = 2,
-               body_timeout_s: float | None = DEFAULT_BODY_TIMEOUT_S, max_live: int = 4) -> FastAPI:
+               body_timeout_s: float | None = DEFAULT_BODY_TIMEOUT_S, max_live: int = 4,
+               textures: dict[str, Path] | None = None) -> FastAPI:
     """The FastAPI app; ``models`` (name -> .safetensors) are offered next to the shipped styles.
 
     ``max_upload_mb`` bounds each request body as it streams, ``max_pixels`` each image after
     decoding and after the stroke scale, ``body_timeout_s`` how long a body may take to arrive,
-    ``max_live`` how many live-mode viewers may stream at once (0: live mode off).
+    ``max_live`` how many live-mode viewers may stream at once (0: live mode off). ``textures``
+    (name -> .safetensors) are offered in the Texture tab next to the shipped texture networks.
     """
     check_limits(max_upload_mb, max_pixels, max_concurrency, body_timeout_s)
     registry = StyleRegistry(models, device=device, backend=backend)
@@ -202,6 +206,7 @@ def create_app(models: dict[str, Path] | None = None, max_upload_mb: float = 20,
     app.add_middleware(SecurityHeaders, docs_paths=[app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url])
 
     add_live_route(app, registry, max_live=max_live)  # /api/live: the WebSocket of the page's Live tab
+    app.state.textures = add_texture_routes(app, textures, max_pixels, limited)  # /api/textures: the Texture tab
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -243,12 +248,13 @@ def create_app(models: dict[str, Path] | None = None, max_upload_mb: float = 20,
         preserve_color: Annotated[bool, Form(description="keep the photo's colours")] = False,
         scale: Annotated[float | None, Form(ge=0.1, le=8.0, description=_SCALE)] = None,
         format: Annotated[str, Form(pattern="^(png|jpeg)$", description="png or jpeg")] = "png",
+        seed: Annotated[int | None, Form(ge=0, lt=2**63, description=_SEED)] = None,
     ) -> Response:
         _check_style(registry, style)
         data = await _read_limited(image, max_bytes, max_upload_mb)
         if not data:
             raise HTTPException(400, "the uploaded file is empty")
-        controls = {"strength": strength, "preserve_colors": preserve_color, "scale": scale}
+        controls = {"strength": strength, "preserve_colors": preserve_color, "scale": scale, "seed": seed}
         try:
             result = await run_in_threadpool(limited, _run, registry, style, data, max_pixels, format, controls)
         except InstyleError as exc:
