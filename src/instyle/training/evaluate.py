@@ -19,7 +19,7 @@ from instyle.core.files import sha256_file
 from instyle.data.fetch import default_data_dir
 from instyle.losses.perceptual import LossConfig, PerceptualLoss
 from instyle.models.card import ModelCard
-from instyle.models.modelfile import load_model, read_card
+from instyle.models.modelfile import load_model, plain_generator, read_card
 from instyle.training.config import TrainConfig
 from instyle.training.holdout import MAIN_TERMS, center_crops, loss_terms, run_model
 from instyle.training.inputs import content_split, load_style_tensor
@@ -73,6 +73,7 @@ def score_models(models: Sequence[str | Path], photos: Sequence[Path] | None = N
     rows = []
     for path in paths:
         model, card = load_model(path, device)
+        model = plain_generator(model, card)  # a stroke-row model at its default stroke
         with torch.no_grad():
             terms = loss_terms(criterion, run_model(model, crops), crops)
         rows.append({"model": str(path), "steps": card.steps or None, "wall_time_s": card.wall_time_s or None,
