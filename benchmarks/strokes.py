@@ -20,6 +20,7 @@ and the full-size results under ``--keep`` for looking at them.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import statistics
@@ -110,7 +111,7 @@ def table(rows: list[dict[str, Any]], machine: str, photos: list[Path], load: st
     for model in dict.fromkeys(r["model"] for r in rows):
         ours = [r for r in rows if r["model"] == model and r["control"] == "stroke"]
         sizes = [r["stroke_px"] for r in ours]
-        mono = all(b > a for a, b in zip(sizes, sizes[1:], strict=False))
+        mono = all(b > a for a, b in itertools.pairwise(sizes))
         sharp = min(r["hf_vs_stroke1"] for r in ours)
         checks.append(f"* `{model}`: stroke size {sizes[0]:.2f} -> {sizes[-1]:.2f} px over stroke "
                       f"{ours[0]['value']:g}-{ours[-1]['value']:g} ({sizes[-1] / sizes[0]:.2f}x), "

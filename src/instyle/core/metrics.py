@@ -27,7 +27,7 @@ def luma(img: Any) -> np.ndarray:
 
 def gaussian_blur(y: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian low-pass of a 2-D array (in the Fourier domain, edges reflected so nothing wraps)."""
-    pad = int(math.ceil(3 * sigma))
+    pad = math.ceil(3 * sigma)
     big = np.pad(y, pad, mode="reflect")
     fy = np.fft.fftfreq(big.shape[0])[:, None]
     fx = np.fft.rfftfreq(big.shape[1])[None, :]

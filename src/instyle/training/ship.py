@@ -18,13 +18,14 @@ from instyle.zoo import ZOO_DIR
 
 
 def ship(model_path: str | Path, name: str, description: str, *, strength: float = 1.0, scale: float = 1.0,
-         dest: str | Path = ZOO_DIR, notes: str = "") -> Path:
+         stroke: float = 1.0, dest: str | Path = ZOO_DIR, notes: str = "") -> Path:
     """Write ``dest/NAME.safetensors`` (fp16) + ``NAME.json`` from a trained model file."""
     if not name.replace("-", "").isalnum() or name != name.lower():
         raise InstyleError(f"zoo names are lowercase letters, digits and dashes, got {name!r}")
     model, card = load_model(model_path)
     shipped = {k: v for k, v in card.data.items() if k != "format"}
-    shipped.update(name=name, description=description, defaults={"strength": strength, "scale": scale},
+    defaults = {"strength": strength, "scale": scale, **({"stroke": stroke} if card.has_rows else {})}
+    shipped.update(name=name, description=description, defaults=defaults,
                 command=train_command(card), retrain=f"instyle retrain {name} -o runs/retrain-{name}")
     if notes:
         shipped["notes"] = notes
