@@ -35,7 +35,8 @@ def main() -> None:
                 f"{card.wall_time_s / 60:.0f} min on the shared 2-core AMD EPYC (Zen 3) under load "
                 "(runs/strokes/train_all.sh; docs/strokes.md). Before that: " + old.get("notes", ""))
         out = ship(run, name, old["description"] + " [stroke rows 0.5-2: --stroke]",
-                   strength=old["defaults"]["strength"], scale=old["defaults"]["scale"], stroke=1.0, notes=note, dest=a.dest)
+                   strength=old["defaults"]["strength"], scale=old["defaults"]["scale"], stroke=1.0, notes=note,
+                   dest=a.dest)
         print(f"shipped {out}")
 
 
