@@ -248,3 +248,24 @@ def test_stroke_figures_follow_stroke_size_and_sharpness() -> None:
         energies.append(high_frequency_energy(styled))
     assert sizes[0] < sizes[1] < sizes[2] and sizes[2] / sizes[0] > 3
     assert energies[0] > energies[1] > energies[2]
+
+
+def test_live_mode_takes_a_stroke_and_clamps_it_to_each_styles_rows(rows_file: Path, model_file: Path) -> None:
+    pytest.importorskip("fastapi", reason="the web app needs the 'serve' extra")
+    import io
+
+    from PIL import Image
+
+    from instyle.apps.serve.app import StyleRegistry
+    from instyle.apps.serve.live import Frame, LiveConfig, LiveError, apply_control, stylize_frame
+
+    registry = StyleRegistry({"rows": rows_file, "plain": model_file}, device="cpu", backend="eager")
+    config = apply_control('{"stroke": 1.5}', LiveConfig("rows"), registry.entries)
+    assert config.stroke == 1.5
+    with pytest.raises(LiveError, match="stroke must be a number"):
+        apply_control('{"stroke": 50}', config, registry.entries)
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 40), (30, 90, 160)).save(buf, format="PNG")
+    frame = Frame(1, buf.getvalue())
+    for cfg in (config, LiveConfig("rows", stroke=9.0), LiveConfig("plain", stroke=1.5)):  # clamped / ignored
+        assert Image.open(io.BytesIO(stylize_frame(registry, frame, cfg))).size == (48, 40)
