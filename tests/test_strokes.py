@@ -269,3 +269,13 @@ def test_live_mode_takes_a_stroke_and_clamps_it_to_each_styles_rows(rows_file: P
     frame = Frame(1, buf.getvalue())
     for cfg in (config, LiveConfig("rows", stroke=9.0), LiveConfig("plain", stroke=1.5)):  # clamped / ignored
         assert Image.open(io.BytesIO(stylize_frame(registry, frame, cfg))).size == (48, 40)
+
+
+def test_an_interpolated_stroke_runs_on_onnx_runtime_like_eager(rows_file: Path) -> None:
+    pytest.importorskip("onnxruntime", reason="the export extra")
+    onnx = Stylizer.load(rows_file, device="cpu", backend="onnxruntime")
+    eager = Stylizer.load(rows_file, device="cpu", backend="eager")
+    x = torch.rand(1, 3, 40, 52)
+    assert onnx.runner_at(0.8).backend == "onnxruntime"
+    torch.testing.assert_close(onnx.stylize_tensor(x, stroke=0.8), eager.stylize_tensor(x, stroke=0.8),
+                               atol=1e-4, rtol=0)
