@@ -25,6 +25,7 @@ from instyle.models.card import ModelCard
 from instyle.models.modelfile import at_stroke, load_model, save_model
 from instyle.models.norms import broadcast_rows, interpolated_state, row_mix
 from instyle.training.config import TrainConfig
+from instyle.training.evaluate import score_models
 from instyle.training.loop import init_from_model, train
 from instyle.training.recipe import train_command
 
@@ -211,6 +212,11 @@ def test_stroke_training_writes_the_rows_into_the_card(tmp_path: Path, style_ima
     loaded = Stylizer.load(cfg.output, device="cpu", backend="eager")
     assert loaded.stylize_tensor(torch.rand(3, 36, 36), stroke=0.7).shape == (3, 36, 36)
     assert "--strokes 0.5 1.0 2.0" in train_command(card)
+    # evaluate: a row model at its default stroke, on its own (balanced) objective, or on a fixed preset's
+    own = score_models([cfg.output], size=32)[0]
+    at_one = [r for r in card.metrics["holdout_curve"] if r["stroke"] == 1.0][-1]
+    assert own["total"] == pytest.approx(at_one["total"], rel=1e-3)
+    assert score_models([cfg.output], size=32, loss="johnson")[0]["style"] != pytest.approx(own["style"], rel=1e-2)
     for bad, needle in (({"strokes": [1.0]}, "2 to"), ({"strokes": [2.0, 1.0]}, "increasing"),
                         ({"strokes": [1.0, 20.0]}, "between"), ({"style": [str(style_image)] * 2}, "exactly one")):
         with pytest.raises(InstyleError, match=needle):

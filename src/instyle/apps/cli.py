@@ -288,6 +288,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="style image (default: the first model's training image, where it still is, "
                         "else among the fetched data)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--loss", default=None, metavar="PRESET",
+                   help="score under this fixed loss preset (e.g. johnson) instead of the first model's card loss "
+                        "(a johnson-balanced model's card holds its run's own layer weights)")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -299,7 +302,8 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     from instyle.training.evaluate import markdown_table, score_models
 
     photos = list_images(a.photos) if a.photos else None
-    rows = score_models(a.models, photos, a.size, Path(a.style) if a.style else None, str(pick_device(a.device)))
+    rows = score_models(a.models, photos, a.size, Path(a.style) if a.style else None, str(pick_device(a.device)),
+                        loss=a.loss)
     print(markdown_table(rows), end="")
     if a.json:
         atomic_write_text(Path(a.json), json.dumps(rows, indent=1) + "\n")
