@@ -68,7 +68,7 @@ class Stylizer:
         self.device = pick_device(device)
         self.card = card
         # A stroke-row model (one style, several stroke sizes as norm rows) is kept whole; what runs
-        # is a plain single-style network per stroke, materialised once per value (``_at_stroke``).
+        # is a plain single-style network per stroke, materialised once per value (``runner_at``).
         self.rows: nn.Module | None = generator.to(self.device).eval() if card is not None and card.has_rows \
             else None
         if self.rows is not None and card is not None:
