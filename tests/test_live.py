@@ -77,7 +77,7 @@ def test_hello_defaults_to_a_fast_style_and_results_keep_the_frame_size(client: 
         assert hello["limits"]["max_side"] == 1280 and hello["limits"]["max_viewers"] == 3
         ws.send_text(json.dumps({"type": "config", "style": "tiny"}))
         assert ws.receive_json() == {"type": "config", "style": "tiny", "strength": None, "scale": None,
-                                     "preserve_color": False}
+                                     "stroke": None, "preserve_color": False}
         for number, (w, h, fmt) in enumerate([(64, 48, "JPEG"), (50, 70, "PNG"), (96, 40, "WEBP")], start=7):
             ws.send_bytes(_frame(number, _image(w, h, fmt)))
             got, server_us, dropped, out = _result(ws)
@@ -139,7 +139,7 @@ def test_bad_control_messages_get_a_clear_error_and_change_nothing(client: TestC
         assert error["type"] == "error" and words in error["message"] and error["frame"] is None, error
         ws.send_text("{}")
         assert ws.receive_json() == {"type": "config", "style": "tiny", "strength": 0.0, "scale": None,
-                                     "preserve_color": False}
+                                     "stroke": None, "preserve_color": False}
 
 
 def test_stale_frames_are_dropped_not_queued(client: TestClient) -> None:

@@ -54,7 +54,7 @@ def test_styles_thumbnail_and_health(client: TestClient) -> None:
     assert names == [*list_styles(), "tiny"], "shipped styles first, then the ones given at start-up"
     assert body["message"] is None
     entry = body["styles"][-1]
-    assert entry["defaults"] == {"strength": 1.0, "scale": 1.0}
+    assert entry["defaults"] == {"strength": 1.0, "scale": 1.0, "stroke": 1.0} and entry["strokes"] is None
     shipped = [s for s in body["styles"] if s["shipped"]]
     assert all(s["defaults"]["strength"] <= 1.0 and s["title"] for s in shipped)
     thumb = client.get(entry["thumbnail"])

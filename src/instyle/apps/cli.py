@@ -57,6 +57,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", default=None, metavar="MODEL",
                    help="start from a trained model (same arch, norm and number of styles) and train --iters "
                         "more steps: continue a finished run, or fine-tune a zoo style towards a new one")
+    p.add_argument("--strokes", type=float, nargs="+", default=[], metavar="S",
+                   help="train one style at these stroke sizes (style image at --style-size x S), one norm row "
+                        "each, e.g. 0.5 1 2; --init from a single-style model starts every row from it")
     _add_config_flags(p)
     _add_run_control(p)
     p.set_defaults(func=_cmd_train)
@@ -101,7 +104,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
             raise InstyleError("no --content folder given and no fetched data; run `instyle data fetch` first")
     cfg = TrainConfig(
         style=styles[0] if len(styles) == 1 else styles, content=content, output=a.output,
-        style_meta=metas[0] if len(metas) == 1 else metas, style_scales=a.style_scales,
+        style_meta=metas[0] if len(metas) == 1 else metas, style_scales=a.style_scales, strokes=a.strokes,
         init=str(resolve_model(a.init)) if a.init else None,
         **{f.name: getattr(a, f.name) for f in TrainConfig.flag_fields()},
     )
@@ -178,7 +181,11 @@ def _add_controls(p: argparse.ArgumentParser) -> None:
                    help="0 = the photo, 1 = full style (default: the style's tuned value, else 1)")
     p.add_argument("--preserve-color", action="store_true", help="keep the photo's colours")
     p.add_argument("--scale", type=float, default=None,
-                   help="brush-stroke size: 2 = strokes twice as large (default: the style's tuned value, else 1)")
+                   help="brush-stroke size by resizing the photo: 2 = strokes twice as large, softer picture "
+                        "(default: the style's tuned value, else 1)")
+    p.add_argument("--stroke", type=float, default=None,
+                   help="models with stroke rows: stroke size at full resolution, anywhere in the rows' range "
+                        "(e.g. 0.5-2; default: the style's value)")
     p.add_argument("--seed", type=int, default=None,
                    help="noise seed of a diversity model (trained with --noise-channels): other seeds give other "
                         "results, the same seed the same pixels (default 0); models without noise channels ignore it")
@@ -196,7 +203,20 @@ def _controls(a: argparse.Namespace) -> dict[str, float | bool | int | None]:
         raise InstyleError(f"--{exc}") from None
     if a.seed is not None and not 0 <= a.seed < 2**63:
         raise InstyleError(f"--seed must be an integer in [0, 2**63), got {a.seed}")
-    return {"strength": a.strength, "preserve_colors": a.preserve_color, "scale": a.scale, "seed": a.seed}
+    return {"strength": a.strength, "preserve_colors": a.preserve_color, "scale": a.scale, "stroke": a.stroke,
+            "seed": a.seed}
+
+
+def _check_stroke(stylizer: object, stroke: float | None) -> None:
+    """``--stroke`` outside the loaded model's rows (or for a model without rows): one line, no work done."""
+    from instyle.models.modelfile import check_stroke
+
+    card = getattr(stylizer, "card", None)
+    if stroke is not None and card is not None:
+        try:
+            check_stroke(card, stroke)
+        except InstyleError as exc:
+            raise InstyleError(f"--{exc}") from None
 
 
 def _cmd_stylize(a: argparse.Namespace) -> int:
@@ -208,6 +228,7 @@ def _cmd_stylize(a: argparse.Namespace) -> int:
             raise InstyleError(f"{item}: no such file or folder")
     controls = _controls(a)
     stylizer = Stylizer.load(a.model or a.style, device=a.device, backend=a.backend, tile=a.tile)
+    _check_stroke(stylizer, a.stroke)
     max_pixels = DEFAULT_MAX_PIXELS if a.max_pixels is None else (a.max_pixels or None)
     suffix = None if a.format is None else "." + a.format.lstrip(".").lower()
     report = stylize_paths(stylizer, a.inputs, a.output, suffix=suffix, max_pixels=max_pixels, warn=_warn,
@@ -279,6 +300,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="style image (default: the first model's training image, where it still is, "
                         "else among the fetched data)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--loss", default=None, metavar="PRESET",
+                   help="score under this fixed loss preset (e.g. johnson) instead of the first model's card loss "
+                        "(a johnson-balanced model's card holds its run's own layer weights)")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -290,7 +314,8 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     from instyle.training.evaluate import markdown_table, score_models
 
     photos = list_images(a.photos) if a.photos else None
-    rows = score_models(a.models, photos, a.size, Path(a.style) if a.style else None, str(pick_device(a.device)))
+    rows = score_models(a.models, photos, a.size, Path(a.style) if a.style else None, str(pick_device(a.device)),
+                        loss=a.loss)
     print(markdown_table(rows), end="")
     if a.json:
         atomic_write_text(Path(a.json), json.dumps(rows, indent=1) + "\n")
@@ -408,6 +433,7 @@ def _cmd_video(a: argparse.Namespace) -> int:
         raise InstyleError(f"{a.input}: no such video file")
     controls = _controls(a)
     stylizer = Stylizer.load(a.model or a.style, device=a.device, backend=a.backend)
+    _check_stroke(stylizer, a.stroke)
     r = stylize_video(stylizer, a.input, a.output, batch=a.batch, max_side=a.max_side, crf=a.crf,
                       progress=not a.quiet, **controls)
     print(f"wrote {a.output} ({r.frames} frames, {r.size[0]}x{r.size[1]}, {r.fps:g} fps, audio {r.audio}, "

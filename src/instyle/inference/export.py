@@ -24,7 +24,7 @@ from instyle.core.errors import InstyleError
 from instyle.core.files import atomic_path, atomic_write_text, check_output_path, refuse_overwriting, sha256_file
 from instyle.models import modelfile
 from instyle.models.clamped import ClampedGenerator
-from instyle.models.modelfile import load_model
+from instyle.models.modelfile import load_model, plain_generator
 from instyle.models.registry import noise_channels
 from instyle.zoo import resolve_model
 
@@ -119,7 +119,7 @@ def export_model(model: str | Path, output: str | Path, fmt: str = "onnx", *, ex
     if noise_channels(generator):
         raise InstyleError(f"{model}: a diversity model (noise_channels {noise_channels(generator)}) takes noise "
                            f"beside the photo; exporting it is not supported, stylize it with instyle stylize --seed")
-    module = ClampedGenerator(generator).eval()
+    module = ClampedGenerator(plain_generator(generator, model_card)).eval()  # stroke rows: the default stroke
     multiple, min_size = size_multiple(module)
     wrapper = ExportWrapper(module, multiple, min_size).eval()
     example = torch.rand(1, 3, example_size, example_size)
@@ -147,6 +147,7 @@ def export_model(model: str | Path, output: str | Path, fmt: str = "onnx", *, ex
         "torch": torch.__version__,
         "python": platform.python_version(),
         "model": model_card.data,
+        **({"stroke": model_card.defaults.stroke} if model_card.has_rows else {}),  # the rows' value exported
     }
     card_file = export_card_path(out)
     try:

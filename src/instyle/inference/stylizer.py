@@ -9,6 +9,8 @@ an input, stop the run with one line instead of silently losing a result halfway
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,12 +44,14 @@ from instyle.inference.tiling import AUTO_TILE_PIXELS, DEFAULT_OVERLAP, DEFAULT_
 from instyle.models.card import Defaults, ModelCard
 from instyle.models.clamped import ClampedGenerator
 from instyle.models.layers import with_noise
-from instyle.models.modelfile import load_model
+from instyle.models.modelfile import at_stroke, check_stroke, load_model
 from instyle.models.registry import noise_channels
 from instyle.zoo import resolve_model
 
 # Modes whose ICC profile describes RGB, so it stays right on the RGB result (not grey or CMYK ones).
 _RGB_PROFILE_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA"})
+STROKE_CACHE = 8  # stroke values whose networks a Stylizer keeps built
+_NO_AOT = {"aot-fp32": "eager", "aot-bf16": "bf16", "aot-fp16": "fp16"}  # per-stroke paths: no minute-long build
 
 
 class Stylizer:
@@ -65,11 +69,19 @@ class Stylizer:
             raise InstyleError(f"tile must be 0 (off) or larger than {2 * DEFAULT_OVERLAP}, got {tile}")
         self.device = pick_device(device)
         self.card = card
+        # A stroke-row model (one style, several stroke sizes as norm rows) is kept whole; what runs
+        # is a plain single-style network per stroke, materialised once per value (``runner_at``).
+        self.rows: nn.Module | None = generator.to(self.device).eval() if card is not None and card.has_rows \
+            else None
+        if self.rows is not None and card is not None:
+            generator = at_stroke(self.rows, card, card.defaults.stroke)
         self.module = ClampedGenerator(generator).to(self.device).eval()
         self.backend = backend
         self.tile = tile
         self.max_pixels = max_pixels
         self._runner: Runner | None = None
+        self._strokes: OrderedDict[float, Runner] = OrderedDict()  # stroke -> runner, least recent first
+        self._strokes_lock = threading.Lock()
 
     @classmethod
     def load(cls, name_or_path: str | Path, device: str = "auto", backend: str = "auto",
@@ -89,7 +101,36 @@ class Stylizer:
         """Noise channels the model takes beside the photo (a diversity model g(x, z)); 0: ``seed`` is ignored."""
         return noise_channels(self.module)
 
-    def _run(self, x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+    @property
+    def strokes(self) -> tuple[float, ...] | None:
+        """The stroke sizes the model has rows for (``stroke=`` reaches anything between), else None."""
+        return self.card.strokes if self.card is not None else None
+
+    def runner_at(self, stroke: float | None) -> Runner:
+        """The runner for a stroke size: the default stroke's is ``runner``; any other value gets a
+        plain network with the rows' affine interpolated for it, built once and kept (the last
+        ``STROKE_CACHE`` values). Its backend is the one ``runner`` uses (``auto``'s validated pick
+        applies: only norm scales and shifts differ), except that ahead-of-time compiled packages,
+        a minute each to build, give way to the same precision's eager path."""
+        if stroke is None or self.rows is None or self.card is None or stroke == self.defaults.stroke:
+            if stroke is not None and self.card is not None:
+                check_stroke(self.card, stroke)
+            return self.runner
+        check_stroke(self.card, stroke)
+        key = float(f"{stroke:.4g}")  # a slider's float noise does not build another network
+        with self._strokes_lock:
+            if key in self._strokes:
+                self._strokes.move_to_end(key)
+                return self._strokes[key]
+            module = ClampedGenerator(at_stroke(self.rows, self.card, key)).to(self.device).eval()
+            backend = _NO_AOT.get(self.runner.backend, self.runner.backend)
+            runner = build_runner(module, backend, self.device, label=f"{self.name} at stroke {key:g}")
+            self._strokes[key] = runner
+            while len(self._strokes) > STROKE_CACHE:
+                self._strokes.popitem(last=False)
+            return runner
+
+    def _run(self, x: torch.Tensor, seed: int | None = None, runner: Runner | None = None) -> torch.Tensor:
         """The network on (N, 3, H, W), whole or in tiles when the image is too large.
 
         A noise model gets one U(0, 1) noise field drawn from ``seed`` (None: 0) at the size the
@@ -100,12 +141,13 @@ class Stylizer:
         if self.noise_channels:
             field = with_noise(x[:1, :0], 0, self.noise_channels, torch.Generator().manual_seed(seed or 0))
             x = torch.cat([x, field.expand(len(x), -1, -1, -1)], dim=1)
+        runner = runner or self.runner
         h, w = x.shape[-2:]
         tile = self.tile if self.tile is not None else (DEFAULT_TILE if h * w > AUTO_TILE_PIXELS else 0)
         if tile and max(h, w) > tile:
-            eager = self.runner.eager_runner  # tiles need norm layers that accept injected statistics
+            eager = runner.eager_runner  # tiles need norm layers that accept injected statistics
             return stylize_tiled(eager, eager.module, x, tile=tile)
-        return self.runner(x)
+        return runner(x)
 
     @property
     def name(self) -> str:
@@ -123,13 +165,15 @@ class Stylizer:
 
     @torch.inference_mode()
     def stylize_tensor(self, x: torch.Tensor, *, strength: float | None = None, preserve_colors: bool = False,
-                       scale: float | None = None, max_pixels: int | EllipsisType | None = ...,
-                       seed: int | None = None) -> torch.Tensor:
+                       scale: float | None = None, stroke: float | None = None,
+                       max_pixels: int | EllipsisType | None = ..., seed: int | None = None) -> torch.Tensor:
         """(N, 3, H, W) or (3, H, W) in [0, 1] -> the same shape, on the input's device.
 
         ``strength`` blends with the photo, ``preserve_colors`` keeps the photo's chroma, ``scale``
         > 1 makes brush strokes larger by stylizing a smaller copy and resizing back. ``None``: the
-        value in the model card's ``defaults`` (1.0 where it has none). ``max_pixels`` overrides
+        value in the model card's ``defaults`` (1.0 where it has none). ``stroke`` (models with
+        stroke rows only, within their range) sets the stroke size at full resolution: the rows'
+        scale and shift, interpolated in log(stroke); ``None``: the card's default. ``max_pixels`` overrides
         the Stylizer's bound on the pixels the network sees (``...``: keep it); a larger job
         raises ``ImageError`` before any memory is allocated for it. ``seed`` picks the noise of a
         diversity model (``noise_channels`` > 0): other seeds, other equally styled results; the
@@ -144,7 +188,7 @@ class Stylizer:
         check_scaled_pixels((h, w), size, scale, self.max_pixels if max_pixels is ... else max_pixels)
         photo = (x.unsqueeze(0) if single else x).to(self.device, torch.float32)
         small = resize(photo, size) if scale != 1.0 else photo
-        y = resize(self._run(small, seed), (h, w))
+        y = resize(self._run(small, seed, self.runner_at(stroke)), (h, w))
         if preserve_colors:
             y = preserve_color(y, photo)
         if strength != 1.0:

@@ -10,6 +10,7 @@ types. Everything else the trainer recorded (``train``, ``metrics`` ...) is kept
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from instyle.models.norms import NORM_KINDS
 from instyle.models.registry import ARCH_LIMITS, list_models
 
 CARD_FORMAT = "instyle-model/1"
+STROKE_RANGE = (0.1, 10.0)  # stroke sizes a card may name (style-image scale relative to the crops)
+MAX_STROKE_ROWS = 16
 MAX_CARD_CHARS = 4 << 20  # the zoo's largest card is ~20 KB; a header of megabytes is not a card
 
 
@@ -29,9 +32,10 @@ class Defaults:
 
     strength: float = 1.0
     scale: float = 1.0
+    stroke: float = 1.0  # only means something for a model with stroke rows (``ModelCard.strokes``)
 
     def as_dict(self) -> dict[str, float]:
-        return {"strength": self.strength, "scale": self.scale}
+        return {"strength": self.strength, "scale": self.scale, "stroke": self.stroke}
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class ModelCard:
     arch_kwargs: dict[str, int]
     styles: tuple[dict[str, Any], ...]  # one entry per style the network holds (one unless joint)
     defaults: Defaults
+    strokes: tuple[float, ...] | None = None  # one style at these stroke sizes, one norm row each
 
     # ------------------------------------------------------------------ reading
 
@@ -88,15 +93,18 @@ class ModelCard:
         raw_defaults = data.get("defaults") or {}
         if not isinstance(raw_defaults, dict):
             raise bad("defaults must be an object")
+        strokes = _check_strokes(data, n_styles, bad)
+        low_stroke, high_stroke = (strokes[0], strokes[-1]) if strokes else STROKE_RANGE
         defaults = {}
-        for key, (low, high) in {"strength": (0.0, 1.0), "scale": (0.25, 4.0)}.items():
-            value = raw_defaults.get(key, 1.0)
+        for key, (low, high) in {"strength": (0.0, 1.0), "scale": (0.25, 4.0),
+                                 "stroke": (low_stroke, high_stroke)}.items():
+            value = raw_defaults.get(key, min(max(1.0, low), high))  # stroke: 1, or the nearest row
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
                     or not low <= value <= high:
                 raise bad(f"defaults.{key} must be a number in [{low}, {high}], got {value!r}")
             defaults[key] = float(value)
         return cls(data=data, arch=arch, norm=norm, arch_kwargs=dict(kwargs), styles=tuple(styles),
-                   defaults=Defaults(**defaults))
+                   defaults=Defaults(**defaults), strokes=strokes)
 
     @classmethod
     def from_json(cls, text: str, source: str = "model card") -> ModelCard:
@@ -155,10 +163,35 @@ class ModelCard:
         return self.data.get("metrics") or {}
 
     @property
+    def has_rows(self) -> bool:
+        """One style at several stroke sizes (``--stroke`` picks or interpolates between them)."""
+        return self.strokes is not None
+
+    @property
     def describe_net(self) -> str:
         """``johnson/instance, 1 style(s)``: for error messages about weights that do not fit."""
-        return f"{self.arch}/{self.norm}, {self.n_styles} style(s)"
+        rows = f", {len(self.strokes)} stroke rows" if self.strokes else ""
+        return f"{self.arch}/{self.norm}, {self.n_styles} style(s){rows}"
 
     def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``create_model`` (already checked against the allow-list)."""
         return {"norm": self.norm, **self.arch_kwargs}
+
+
+def _check_strokes(data: dict[str, Any], n_rows: int, bad: Any) -> tuple[float, ...] | None:
+    """A card's ``strokes``: one style's stroke sizes, increasing, one per norm row of the network."""
+    if "strokes" not in data:
+        return None
+    raw = data["strokes"]
+    low, high = STROKE_RANGE
+    if not isinstance(raw, list) or not 2 <= len(raw) <= MAX_STROKE_ROWS or any(
+            isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or not low <= v <= high
+            for v in raw):
+        raise bad(f"strokes must be a list of 2 to {MAX_STROKE_ROWS} numbers in [{low:g}, {high:g}]")
+    if any(b <= a for a, b in itertools.pairwise(raw)):
+        raise bad(f"strokes must increase, got {raw}")
+    if "styles" in data:
+        raise bad("stroke rows belong to one style (a card with strokes has a single style entry)")
+    if len(raw) != n_rows:
+        raise bad(f"{len(raw)} strokes for a network of {n_rows} norm rows")
+    return tuple(float(v) for v in raw)

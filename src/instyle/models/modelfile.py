@@ -19,6 +19,7 @@ from torch import nn
 from instyle.core.errors import InstyleError
 from instyle.core.files import atomic_path, atomic_write_text
 from instyle.models.card import ModelCard
+from instyle.models.norms import interpolated_state
 from instyle.models.registry import create_model
 
 
@@ -65,6 +66,35 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
     model = create_model(card.arch, **card.model_kwargs())
     load_weights(model, path, f"{path}: weights do not match {card.describe_net}")
     return model.to(device).eval(), card
+
+
+def check_stroke(card: ModelCard, stroke: float) -> None:
+    """One line for a stroke the model has no rows for (outside its rows' range, or no rows at all)."""
+    if not card.strokes:
+        raise InstyleError(f"stroke: this model has no stroke rows ({card.describe_net}); use scale to resize "
+                          "the photo instead")
+    low, high = card.strokes[0], card.strokes[-1]
+    if isinstance(stroke, bool) or not isinstance(stroke, int | float) or not low <= stroke <= high:
+        raise InstyleError(f"stroke must be between {low:g} and {high:g} for this model (its rows), got {stroke!r}")
+
+
+def at_stroke(model: nn.Module, card: ModelCard, stroke: float) -> nn.Module:
+    """The plain single-style generator of a stroke-row model at ``stroke``: the rows' scale and
+    shift interpolated piecewise linearly in log(stroke), once, into an ordinary network."""
+    check_stroke(card, stroke)
+    assert card.strokes is not None
+    kwargs = {k: v for k, v in card.model_kwargs().items() if k != "styles"}
+    single = create_model(card.arch, **kwargs)
+    single.load_state_dict(interpolated_state(model, card.strokes, float(stroke)))
+    return single.to(next(model.parameters()).device).eval()
+
+
+def plain_generator(model: nn.Module, card: ModelCard, stroke: float | None = None) -> nn.Module:
+    """``model`` itself, or for a stroke-row model its single-style network at ``stroke`` (default:
+    the card's): what export and evaluation run, since a row model's raw forward uses row 0."""
+    if not card.has_rows:
+        return model
+    return at_stroke(model, card, card.defaults.stroke if stroke is None else stroke)
 
 
 def load_weights(model: nn.Module, path: str | Path, mismatch: str) -> None:

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+import itertools
+import math
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import torch
@@ -236,3 +238,51 @@ def set_eval_stats(module: nn.Module, stats: Stats | None) -> None:
     for m in module.modules():
         if isinstance(m, Norm2d):
             m.eval_stats = stats if stats is not None else _EVAL_STATS[m.kind]
+
+
+def broadcast_rows(state: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
+    """``state`` of a single-style network, with each (C,) norm affine copied into every row of
+    ``module``'s multi-row norm layers: fine-tuning rows from a shipped model then starts, in every
+    row, from exactly the shipped look."""
+    out = dict(state)
+    for name, m in module.named_modules():
+        if isinstance(m, Norm2d) and m.styles > 1:
+            prefix = f"{name}." if name else ""
+            for key in (f"{prefix}weight", f"{prefix}bias"):
+                if key in out and out[key].dim() == 1:
+                    out[key] = out[key].unsqueeze(0).repeat(m.styles, 1)
+    return out
+
+
+def row_mix(keys: Sequence[float], value: float) -> tuple[int, int, float]:
+    """Where ``value`` falls among increasing positive row ``keys``, piecewise linear in log(value):
+    rows ``(i, j)`` and the weight ``t`` of row ``j`` (0 at ``keys[i]``, 1 at ``keys[j]``).
+
+    In log because stroke sizes compose by ratio: halfway between 0.5 and 2 is 1, not 1.25."""
+    if len(keys) < 1 or any(b <= a for a, b in itertools.pairwise(keys)) or keys[0] <= 0:
+        raise ValueError(f"row keys must be positive and increasing, got {list(keys)}")
+    if not (math.isfinite(value) and keys[0] <= value <= keys[-1]):
+        raise ValueError(f"{value:g} is outside the rows' range {keys[0]:g}..{keys[-1]:g}")
+    if len(keys) == 1:
+        return 0, 0, 0.0
+    j = next((k for k in range(1, len(keys)) if value <= keys[k]), len(keys) - 1)
+    i = j - 1
+    t = (math.log(value) - math.log(keys[i])) / (math.log(keys[j]) - math.log(keys[i]))
+    return i, j, min(1.0, max(0.0, t))
+
+
+def interpolated_state(module: nn.Module, keys: Sequence[float], value: float) -> dict[str, torch.Tensor]:
+    """The state dict of the plain single-style network whose norm affine lies at ``value`` between
+    ``module``'s rows (one row per entry of ``keys``; ``row_mix`` says where). Computed once per value,
+    so every backend (eager, compiled, ONNX) runs an ordinary single-style network; at a key the
+    result is that row exactly (``torch.lerp`` is exact at t = 0 and 1)."""
+    i, j, t = row_mix(keys, value)
+    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    for name, m in module.named_modules():
+        if isinstance(m, Norm2d) and m.styles > 1:
+            if m.styles != len(keys):
+                raise ValueError(f"{len(keys)} row keys for a norm layer with {m.styles} rows")
+            prefix = f"{name}." if name else ""
+            for key, param in ((f"{prefix}weight", m.weight), (f"{prefix}bias", m.bias)):
+                state[key] = torch.lerp(param[i].detach(), param[j].detach(), t).clone()
+    return state

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,8 +20,9 @@ import torch
 
 from instyle.core.errors import InstyleError
 from instyle.core.hardware import check_device, cpu_supports_bf16
-from instyle.losses.perceptual import PRESETS
+from instyle.losses.perceptual import preset_names
 from instyle.models import NORM_KINDS, list_models
+from instyle.models.card import MAX_STROKE_ROWS, STROKE_RANGE
 from instyle.models.registry import TEXTURE_ARCHS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -59,7 +61,7 @@ def _archs() -> list[str]:
 
 
 def _losses() -> list[str]:
-    return list(PRESETS)
+    return preset_names()
 
 
 def _norms() -> list[str]:
@@ -114,6 +116,8 @@ class TrainConfig:
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     style_meta: dict[str, Any] | list[dict[str, Any]] = field(default_factory=dict)  # title, license… per style
     style_scales: list[float] = field(default_factory=list)  # per-style style-weight multipliers (joint runs)
+    # One style at several stroke sizes: the style image at style_size × each value, one norm row each.
+    strokes: list[float] = field(default_factory=list)
     init: str | None = None  # a model file to start from: ``iters`` more steps on top of its own
     warmup: int | None = option(None, "linear learning-rate warm-up steps (default: 100 with --init, none otherwise)",
                                 low=0, high=10_000_000, metavar="STEPS")
@@ -162,11 +166,32 @@ class TrainConfig:
             raise InstyleError(f"--decay ({self.decay}) cannot exceed --iters ({self.iters})")
         if not self.style_files():
             raise InstyleError("no style image given (--style)")
+        self._validate_strokes()
         if Path(self.output).suffix != ".safetensors":
             raise InstyleError(f"{self.output}: the output must be a .safetensors model file")
         if not (self.workers == "auto" or (isinstance(self.workers, int) and 0 <= self.workers <= 64)):
             raise InstyleError(f"--workers must be 'auto' or 0..64, got {self.workers!r}")
         check_device(self.device)
+
+    def _validate_strokes(self) -> None:
+        if not self.strokes:
+            return
+        low, high = STROKE_RANGE
+        if len(self.style_files()) != 1:
+            raise InstyleError("--strokes trains one style at several stroke sizes; give exactly one --style")
+        if not 2 <= len(self.strokes) <= MAX_STROKE_ROWS:
+            raise InstyleError(f"--strokes takes 2 to {MAX_STROKE_ROWS} values, got {len(self.strokes)}")
+        if any(not math.isfinite(v) or not low <= v <= high for v in self.strokes):
+            raise InstyleError(f"--strokes values must be between {low:g} and {high:g}, got {self.strokes}")
+        if any(b <= a for a, b in itertools.pairwise(self.strokes)):
+            raise InstyleError(f"--strokes must be given in increasing order, got {self.strokes}")
+        if self.norm == "none":
+            raise InstyleError("stroke rows live in the norm layers; --norm none has none")
+
+    @property
+    def rows(self) -> int:
+        """Norm rows of the network: one per stroke size, else one per style."""
+        return len(self.strokes) or len(self.style_files())
 
     def style_files(self) -> list[str]:
         return [self.style] if isinstance(self.style, str) else list(self.style)

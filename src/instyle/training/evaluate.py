@@ -17,9 +17,9 @@ import torch
 from instyle.core.errors import InstyleError
 from instyle.core.files import sha256_file
 from instyle.data.fetch import default_data_dir
-from instyle.losses.perceptual import LossConfig, PerceptualLoss
+from instyle.losses.perceptual import LossConfig, PerceptualLoss, get_preset
 from instyle.models.card import ModelCard
-from instyle.models.modelfile import load_model, read_card
+from instyle.models.modelfile import load_model, plain_generator, read_card
 from instyle.training.config import TrainConfig
 from instyle.training.holdout import MAIN_TERMS, center_crops, loss_terms, run_model
 from instyle.training.inputs import content_split, load_style_tensor
@@ -58,21 +58,28 @@ def style_file(card: ModelCard) -> Path:
 
 
 def score_models(models: Sequence[str | Path], photos: Sequence[Path] | None = None, size: int = 256,
-                 style: Path | None = None, device: str = "cpu") -> list[dict[str, Any]]:
+                 style: Path | None = None, device: str = "cpu", loss: str | None = None) -> list[dict[str, Any]]:
     """One row per model: its mean loss terms on ``photos`` (centre crops at ``size``) under the first
-    model's objective, with what its card says about how it was trained."""
+    model's objective, with what its card says about how it was trained. ``loss`` pins a fixed preset's
+    layers and layer weights instead (``johnson`` for a ``johnson-balanced`` model, whose card holds
+    its own run's layer weights), so old and new models can be compared on the old objective."""
     paths = [resolve_model(m) for m in models]
     ref = read_card(paths[0])
     if "loss" not in ref.data or not ref.train:
         raise InstyleError(f"{paths[0]}: the card has no loss or training record to score against")
     photo_files = list(photos) if photos else default_photos(ref)
     vgg = ref.train.get("vgg_weights", "imagenet")  # the loss network the first model trained against
-    criterion = PerceptualLoss(LossConfig.from_dict(ref.data["loss"]), weights=vgg).to(device)
+    objective = get_preset(loss) if loss else LossConfig.from_dict(ref.data["loss"])
+    if loss:  # the preset's layers and layer weights; the first card's overall weights (its tv, say)
+        for key in ("content_weight", "style_weight", "tv_weight"):
+            setattr(objective, key, float(ref.data["loss"].get(key, getattr(objective, key))))
+    criterion = PerceptualLoss(objective, weights=vgg).to(device)
     criterion.set_style(load_style_tensor(style or style_file(ref), ref.train.get("style_size", 256)).to(device))
     crops = center_crops(photo_files, size)
     rows = []
     for path in paths:
         model, card = load_model(path, device)
+        model = plain_generator(model, card)  # a stroke-row model at its default stroke
         with torch.no_grad():
             terms = loss_terms(criterion, run_model(model, crops), crops)
         rows.append({"model": str(path), "steps": card.steps or None, "wall_time_s": card.wall_time_s or None,

@@ -21,6 +21,15 @@ def load_style_tensor(path: str | Path, long_side: int) -> torch.Tensor:
     return pil_to_tensor(img).unsqueeze(0)
 
 
+def style_targets(cfg: TrainConfig) -> list[tuple[str, int]]:
+    """(style image, long side) of each norm row: each style at ``style_size``, or the one style at
+    ``style_size`` × each stroke (stroke 2: the painting twice as large, so its strokes cover twice
+    as many photo pixels)."""
+    if cfg.strokes:
+        return [(cfg.style_files()[0], max(32, round(cfg.style_size * s))) for s in cfg.strokes]
+    return [(f, cfg.style_size) for f in cfg.style_files()]
+
+
 def content_split(cfg: TrainConfig) -> tuple[list[Path], list[Path]]:
     """(training photos, held-out photos) of a run: the demo photos never train, the split is fixed."""
     files = [f for f in list_images([cfg.content]) if f.name not in DEMO_SOURCES]

@@ -28,11 +28,12 @@ from instyle.core.hardware import machine_description, pick_device
 from instyle.core.version import __version__
 from instyle.data.datasets import CropDataset, infinite_batches
 from instyle.losses.diversity import nearest_neighbour_log_distance
-from instyle.losses.perceptual import PerceptualLoss, get_preset
+from instyle.losses.perceptual import BALANCED, PerceptualLoss, balance_style_layers, get_preset, style_layer_shares
 from instyle.models import create_model, set_style_index, single_style_state
 from instyle.models.card import ModelCard
 from instyle.models.layers import with_noise
 from instyle.models.modelfile import card_path, load_weights, read_card, save_model
+from instyle.models.norms import broadcast_rows
 from instyle.training.checkpoints import check_run_state, load_checkpoint, save_checkpoint
 from instyle.training.config import TrainConfig, autocast, resolve_precision
 from instyle.training.distributed import (
@@ -46,11 +47,11 @@ from instyle.training.distributed import (
 )
 from instyle.training.guard import StepGuard
 from instyle.training.holdout import MAIN_TERMS, center_crops, chunked_content_targets, loss_terms, run_model
-from instyle.training.inputs import content_split, load_style_tensor, split_paths, step_generator
+from instyle.training.inputs import content_split, load_style_tensor, split_paths, step_generator, style_targets
 
 _RESUME_KEYS = ("style", "arch", "norm", "loss", "size", "batch", "seed", "lr", "content_weight",
                 "style_weight", "tv_weight", "style_size", "arch_kwargs", "style_scales", "diversity",
-                "diversity_copies")
+                "diversity_copies", "strokes")
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -92,6 +93,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
         if not Path(f).is_file():
             raise InstyleError(f"{f}: style image not found")
     n_styles = len(style_files)
+    rows = cfg.rows  # norm rows: one per style, or one per stroke size of the one style
     if n_styles > 1 and cfg.norm == "none":
         raise InstyleError("several styles share one network through its norm layers; --norm none has none")
     singles = split_paths(cfg) if n_styles > 1 else []  # refuse clashing names before training, not after
@@ -108,13 +110,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
     amp_dtype = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
 
-    model = create_model(cfg.arch, norm=cfg.norm, styles=n_styles, **cfg.arch_kwargs).to(device).train()
+    model = create_model(cfg.arch, norm=cfg.norm, styles=rows, **cfg.arch_kwargs).to(device).train()
     loss_cfg = get_preset(cfg.loss)
     for name in ("content_weight", "style_weight", "tv_weight"):
         if getattr(cfg, name) is not None:
             setattr(loss_cfg, name, getattr(cfg, name))
     criterion = PerceptualLoss(loss_cfg, weights=cfg.vgg_weights).to(device)
-    criterion.set_style([load_style_tensor(f, cfg.style_size).to(device) for f in style_files], cfg.style_scales)
+    criterion.set_style([load_style_tensor(f, size).to(device) for f, size in style_targets(cfg)], cfg.style_scales)
+    balance = balance_style_layers(criterion, center_crops(train_files[:8], cfg.size)) \
+        if cfg.loss in BALANCED else None
     guard = StepGuard(model.parameters(), cfg.lr, device, fp16=amp_dtype == torch.float16)
     opt = guard.opt
 
@@ -168,9 +172,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_factor(cfg, state["step"] - state["start"])
         style_index = None
-        if n_styles > 1:  # styles take turns image by image along the global data stream
+        if rows > 1:  # styles (or stroke rows) take turns image by image along the global data stream
             first = state["step"] * cfg.batch + dist_info.rank * len(x)
-            style_index = (torch.arange(first, first + len(x)) % n_styles).to(device)
+            style_index = (torch.arange(first, first + len(x)) % rows).to(device)
             set_style_index(model, style_index)
         photos, inputs, style_index = diversity_inputs(cfg, x, style_index, state["step"], dist_info.rank)
         if style_index is not None and len(photos) != len(x):
@@ -189,6 +193,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
             terms = mean_over_ranks(terms, dist_info)
             rec = {"step": step, **{k: round(v.item(), 6) for k, v in terms.items()},
                    "grad_norm": round(float(grad_norm), 4), "elapsed": round(time.perf_counter() - t0, 2)}
+            shares = {"step": step, **style_layer_shares(loss_cfg, {k.removeprefix("detail/style/"): v.item()
+                                                                      for k, v in terms.items()
+                                                                      if k.startswith("detail/style/")})}
+            state.setdefault("first_shares", shares)  # unrounded: relu4_3's distances are ~1e-6
+            state["last_shares"] = shares
             state["last"] = rec
             if main:
                 _append_log(log_path, rec)
@@ -199,10 +208,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
             hold_targets = chunked_content_targets(criterion, hold)
             elapsed = round(time.perf_counter() - t0, 2)  # training time so far, for loss-vs-wall-clock plots
             totals = []
-            for s in range(n_styles):
+            for s in range(rows):
                 rec = {"step": step, "elapsed": elapsed, **evaluate_holdout(model, criterion, hold, amp_dtype,
-                                                        s if n_styles > 1 else None, hold_targets)}
-                if n_styles > 1:
+                                                        s if rows > 1 else None, hold_targets)}
+                if cfg.strokes:
+                    rec["stroke"] = cfg.strokes[s]
+                elif rows > 1:
                     rec["style_index"] = s
                 state["holdout_curve"].append(rec)
                 _append_log(log_path, {"holdout": True, **rec})
@@ -221,8 +232,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
         model.load_state_dict(best)  # a late loss spike or a noisy last step costs nothing
         state["weights_step"] = state["best"]["step"]
 
-    card = ModelCard.from_dict(_model_card(cfg, loss_cfg.to_dict(), state, device, amp_dtype, len(train_files),
-                                           len(hold_files)), str(out_path))
+    data = _model_card(cfg, loss_cfg.to_dict(), state, device, amp_dtype, len(train_files), len(hold_files))
+    if balance is not None:
+        data["loss_balance"] = balance
+    card = ModelCard.from_dict(data, str(out_path))
     if main:
         save_model(model.cpu(), card, out_path)
         if n_styles > 1:
@@ -296,9 +309,19 @@ def init_from_model(model: torch.nn.Module, cfg: TrainConfig) -> dict[str, Any]:
     if not path.is_file():
         raise InstyleError(f"--init: {path} not found")
     card = read_card(path)
-    load_weights(model, path, f"--init: {path} ({card.describe_net}) does not fit this run")
+    mismatch = f"--init: {path} ({card.describe_net}) does not fit this run"
+    if cfg.strokes and not card.has_rows and card.n_styles == 1:  # a shipped single-style model: every
+        single = create_model(card.arch, **card.model_kwargs())   # stroke row starts as its norm affine
+        load_weights(single, path, mismatch)
+        try:
+            model.load_state_dict(broadcast_rows(single.state_dict(), model))
+        except RuntimeError:
+            raise InstyleError(f"{mismatch}: another architecture") from None
+    else:
+        load_weights(model, path, mismatch)
     steps = card.steps
-    same = [e.get("sha256") for e in card.styles] == [sha256_file(f) for f in cfg.style_files()]
+    same = [e.get("sha256") for e in card.styles] == [sha256_file(f) for f in cfg.style_files()] \
+        and list(card.strokes or []) == list(cfg.strokes) and card.data.get("loss_preset") == cfg.loss
     return {"step": steps, "start": steps, "elapsed": card.wall_time_s if same else 0.0,
             "holdout_curve": list(card.metrics.get("holdout_curve", [])) if same else [],
             "init": {"file": path.name, "sha256": sha256_file(path), "steps": steps}}
@@ -338,6 +361,12 @@ def evaluate_holdout(model: torch.nn.Module, criterion: PerceptualLoss, hold: to
     return {k: round(v, 6) for k, v in terms.items()}
 
 
+def layer_shares(state: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Each style layer's share of the style term at the run's first and last logged steps (training
+    batches, weighted by the run's layer weights): how much each layer actually steers."""
+    return {f"{when}_log": state[f"{when}_shares"] for when in ("first", "last") if f"{when}_shares" in state}
+
+
 def _append_log(path: Path, rec: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
@@ -358,17 +387,19 @@ def _model_card(cfg: TrainConfig, loss: dict[str, Any], state: dict[str, Any], d
               for f, meta in zip(cfg.style_files(), cfg.style_metas(), strict=True)]
     for entry, scale in zip(styles, cfg.style_scales, strict=False):
         entry["style_weight_scale"] = scale
-    n = len(styles)
+    n, rows = len(styles), cfg.rows
     return {
         "arch": cfg.arch,
         "norm": cfg.norm,
-        "arch_kwargs": {**cfg.arch_kwargs, "styles": n} if n > 1 else cfg.arch_kwargs,
+        "arch_kwargs": {**cfg.arch_kwargs, "styles": rows} if rows > 1 else cfg.arch_kwargs,
         "loss_preset": cfg.loss,
         "loss": loss,
         **({"styles": styles} if n > 1 else {"style": styles[0]}),
+        **({"strokes": list(cfg.strokes)} if cfg.strokes else {}),
         "train": {**dataclasses.asdict(cfg), "n_train_images": n_train, "n_holdout_images": n_hold},
         "metrics": {"final_train": state["last"], "holdout_curve": state["holdout_curve"],
-                    "holdout_final": state["holdout_curve"][-1] if state["holdout_curve"] else None},
+                    "holdout_final": state["holdout_curve"][-1] if state["holdout_curve"] else None,
+                    "style_layer_shares": layer_shares(state)},
         "steps": state["step"],
         "skipped_steps": state.get("skipped", 0),  # non-finite gradients: no optimizer step taken
         "weights_step": state.get("weights_step", state["step"]),  # earlier than steps with keep_best

@@ -61,8 +61,9 @@ def train_command(card: ModelCard, output: str | None = None, train: dict[str, A
         name, flag = f.name, TrainConfig.flag(f.name)
         if name in train and train[name] != defaults.get(name) and name not in _MACHINE:
             args += [flag] if isinstance(train[name], bool) else [flag, str(train[name])]
-    if train.get("style_scales"):
-        args += ["--style-scales", *(str(v) for v in train["style_scales"])]
+    for name in ("style_scales", "strokes"):
+        if train.get(name):
+            args += [TrainConfig.flag(name), *(str(v) for v in train[name])]
     out = Path(train["output"])
     args += ["-o", output or f"runs/{out.parent.name}/{out.name}"]
     return shlex.join(args)

@@ -19,10 +19,11 @@ from instyle.zoo import TEXTURE_DIR, ZOO_DIR
 
 
 def ship(model_path: str | Path, name: str, description: str, *, strength: float = 1.0, scale: float = 1.0,
-         dest: str | Path = ZOO_DIR, notes: str = "") -> Path:
+         stroke: float = 1.0, dest: str | Path = ZOO_DIR, notes: str = "") -> Path:
     """Write ``dest/NAME.safetensors`` (fp16) + ``NAME.json`` from a trained model file."""
     _, card = load_model(model_path)
-    return _ship(model_path, name, {"description": description, "defaults": {"strength": strength, "scale": scale},
+    defaults = {"strength": strength, "scale": scale, **({"stroke": stroke} if card.has_rows else {})}
+    return _ship(model_path, name, {"description": description, "defaults": defaults,
                                     "command": train_command(card),
                                     "retrain": f"instyle retrain {name} -o runs/retrain-{name}"}, dest, notes)
 

@@ -48,7 +48,9 @@ DEFAULT_BODY_TIMEOUT_S = 120.0  # a 20 MB upload needs 1.4 Mbit/s to make it
 
 _STRENGTH = "0 = the photo, 1 = full style (default: the value tuned for the style)"
 _SEED = "noise seed of a diversity model (other seeds, other results; default 0); other models ignore it"
-_SCALE = "brush-stroke size, 2 = twice as large (default: the value tuned for the style)"
+_SCALE = "brush-stroke size by resizing the photo, 2 = twice as large (default: the value tuned for the style)"
+_STROKE = ("styles with stroke rows (their `strokes` in /api/styles): stroke size at full resolution, "
+           "within those rows (default: the style's value)")
 
 
 @dataclass
@@ -58,6 +60,7 @@ class StyleEntry:
     path: Path
     shipped: bool
     defaults: dict[str, float]  # the card's tuned strength and stroke scale
+    strokes: list[float] | None = None  # stroke sizes the model has rows for (the page shows a slider)
 
 
 def _thumbnail_photo() -> Image.Image:
@@ -87,12 +90,13 @@ class StyleRegistry:
         self.entries: dict[str, StyleEntry] = {}
         for name, card in list_styles().items():
             self.entries[name] = StyleEntry(name, card.title, ZOO_DIR / f"{name}.safetensors", True,
-                                             card.defaults.as_dict())
+                                             card.defaults.as_dict(), _strokes(card))
         self._stylizers: dict[str, Any] = {}
         for name, path in (models or {}).items():
             # Fail at start-up with one line, not on the first request: load the whole model now.
             card = _checked(path, read_card, path)
-            self.entries[name] = StyleEntry(name, card.title, Path(path), False, card.defaults.as_dict())
+            self.entries[name] = StyleEntry(name, card.title, Path(path), False, card.defaults.as_dict(),
+                                            _strokes(card))
             self._stylizers[name] = _checked(path, Stylizer.load, path, device=device, backend=backend)
         self._thumbs: dict[str, bytes] = {}
         self._lock = threading.Lock()
@@ -222,7 +226,7 @@ def create_app(models: dict[str, Path] | None = None, max_upload_mb: float = 20,
         return {
             "styles": [
                 {"name": e.name, "title": e.title, "shipped": e.shipped, "defaults": e.defaults,
-                 "thumbnail": f"/api/styles/{e.name}/thumbnail"}
+                 "strokes": e.strokes, "thumbnail": f"/api/styles/{e.name}/thumbnail"}
                 for e in registry.entries.values()
             ],
             "limits": {"max_upload_mb": max_upload_mb, "max_pixels": max_pixels},
@@ -247,14 +251,17 @@ def create_app(models: dict[str, Path] | None = None, max_upload_mb: float = 20,
         strength: Annotated[float | None, Form(ge=0.0, le=1.0, description=_STRENGTH)] = None,
         preserve_color: Annotated[bool, Form(description="keep the photo's colours")] = False,
         scale: Annotated[float | None, Form(ge=0.1, le=8.0, description=_SCALE)] = None,
+        stroke: Annotated[float | None, Form(ge=0.1, le=10.0, description=_STROKE)] = None,
         format: Annotated[str, Form(pattern="^(png|jpeg)$", description="png or jpeg")] = "png",
         seed: Annotated[int | None, Form(ge=0, lt=2**63, description=_SEED)] = None,
     ) -> Response:
         _check_style(registry, style)
+        _check_stroke(registry.entries[style], stroke)
         data = await _read_limited(image, max_bytes, max_upload_mb)
         if not data:
             raise HTTPException(400, "the uploaded file is empty")
-        controls = {"strength": strength, "preserve_colors": preserve_color, "scale": scale, "seed": seed}
+        controls = {"strength": strength, "preserve_colors": preserve_color, "scale": scale, "stroke": stroke,
+                    "seed": seed}
         try:
             result = await run_in_threadpool(limited, _run, registry, style, data, max_pixels, format, controls)
         except InstyleError as exc:
@@ -284,6 +291,21 @@ def _check_style(registry: StyleRegistry, name: str) -> None:
     if name not in registry.entries:
         known = ", ".join(registry.entries) or "none"
         raise HTTPException(404, f"unknown style {name!r} (available: {known})")
+
+
+def _strokes(card: Any) -> list[float] | None:
+    return list(card.strokes) if card.strokes else None
+
+
+def _check_stroke(entry: StyleEntry, stroke: float | None) -> None:
+    """A stroke the style has no rows for is the client's mistake (422), before the upload is read."""
+    if stroke is None:
+        return
+    if not entry.strokes:
+        raise HTTPException(422, f"style {entry.name!r} has no stroke rows; use scale to resize instead")
+    low, high = entry.strokes[0], entry.strokes[-1]
+    if not low <= stroke <= high:
+        raise HTTPException(422, f"stroke must be between {low:g} and {high:g} for {entry.name!r}, got {stroke:g}")
 
 
 def _too_large(max_upload_mb: float) -> str:

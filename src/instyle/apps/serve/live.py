@@ -16,7 +16,7 @@ Protocol (one socket per viewer):
   (``{"type": "unavailable", ...}`` when live mode is off or the server has no style, ``{"type":
   "forbidden", ...}`` for a page from another origin: the ``Origin`` header must match ``Host``).
 * client -> server, text: a control message, ``{"type": "config", "style": NAME, "strength": 0..1
-  or null, "scale": 0.1..8 or null, "preserve_color": bool}`` (any subset of the fields); the
+  or null, "scale": 0.1..8 or null, "stroke": 0.1..10 or null, "preserve_color": bool}`` (any subset of the fields); the
   server answers with the whole config, ``{"type": "config", ...}``. It applies from the next
   frame stylized.
 * client -> server, binary: a frame, 4-byte big-endian frame number, then a JPEG, PNG or WebP
@@ -76,6 +76,7 @@ class LiveConfig:
     style: str
     strength: float | None = None
     scale: float | None = None
+    stroke: float | None = None  # used for styles with stroke rows only (clamped into their range)
     preserve_color: bool = False
 
 
@@ -218,7 +219,7 @@ def check_size(width: int, height: int, number: int | None = None) -> None:
                         f"{MAX_PIXELS:,} pixels: 1280x720); send smaller frames", number)
 
 
-_CONTROL_FIELDS = {"type", "style", "strength", "scale", "preserve_color"}
+_CONTROL_FIELDS = {"type", "style", "strength", "scale", "stroke", "preserve_color"}
 
 
 def apply_control(text: str, config: LiveConfig, styles: dict[str, Any]) -> LiveConfig:
@@ -232,13 +233,13 @@ def apply_control(text: str, config: LiveConfig, styles: dict[str, Any]) -> Live
     unknown = sorted(set(msg) - _CONTROL_FIELDS)
     if unknown:
         raise LiveError(f"unknown control field(s): {', '.join(unknown)} (known: style, strength, scale, "
-                        "preserve_color)")
+                        "stroke, preserve_color)")
     changes: dict[str, Any] = {}
     if "style" in msg:
         if msg["style"] not in styles:
             raise LiveError(f"unknown style {msg['style']!r} (available: {', '.join(styles) or 'none'})")
         changes["style"] = msg["style"]
-    for name, low, high in (("strength", 0.0, 1.0), ("scale", 0.1, 8.0)):
+    for name, low, high in (("strength", 0.0, 1.0), ("scale", 0.1, 8.0), ("stroke", 0.1, 10.0)):
         if name in msg:
             value = msg[name]
             if value is not None:
@@ -271,7 +272,11 @@ def stylize_frame(registry: Any, frame: Frame, config: LiveConfig) -> bytes:
         raise
     except Exception:
         raise LiveError(f"frame {frame.number}: the image data is corrupt", frame.number) from None
-    out = registry.stylizer(config.style)(rgb, strength=config.strength, scale=config.scale,
+    rows = registry.entries[config.style].strokes
+    # A stroke set for one style carries over when the viewer switches: outside a style's rows it
+    # is clamped to them, and styles without rows ignore it (live frames should not error on that).
+    stroke = min(max(config.stroke, rows[0]), rows[-1]) if rows and config.stroke is not None else None
+    out = registry.stylizer(config.style)(rgb, strength=config.strength, scale=config.scale, stroke=stroke,
                                           preserve_colors=config.preserve_color)
     buf = io.BytesIO()
     out.save(buf, format="JPEG", quality=JPEG_QUALITY)

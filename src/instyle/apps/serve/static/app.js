@@ -14,6 +14,28 @@ function refreshButton() {
 }
 
 const defaults = {};
+const strokes = {};  // style -> the stroke sizes its model has rows for (only those styles get the slider)
+
+// The stroke slider runs in log2(stroke), as the rows are interpolated: each step is the same ratio.
+function strokeValue() {
+  const rows = strokes[chosen];
+  const v = Number((2 ** Number($("stroke").value)).toPrecision(4));
+  return Math.min(rows[rows.length - 1], Math.max(rows[0], v));  // never outside the rows by rounding
+}
+
+function showStroke() {
+  $("stroke-value").textContent = strokeValue().toFixed(2);
+}
+
+function setStrokeSlider(name) {
+  const rows = strokes[name];
+  $("stroke-label").hidden = !rows;
+  if (!rows) return;
+  $("stroke").min = Math.log2(rows[0]);
+  $("stroke").max = Math.log2(rows[rows.length - 1]);
+  $("stroke").value = Math.log2((defaults[name] && defaults[name].stroke) || 1);
+  showStroke();
+}
 
 function setRange(id, value) {
   $(id).value = value;
@@ -26,6 +48,7 @@ function choose(name) {
     setRange("strength", defaults[name].strength);
     setRange("scale", defaults[name].scale);
   }
+  setStrokeSlider(name);
   for (const el of document.querySelectorAll(".style")) {
     el.setAttribute("aria-checked", String(el.dataset.name === name));
   }
@@ -41,6 +64,7 @@ async function loadStyles() {
   }
   for (const s of body.styles) {
     if (s.defaults) defaults[s.name] = s.defaults;
+    if (s.strokes) strokes[s.name] = s.strokes;
     const el = document.createElement("div");
     el.className = "style";
     el.dataset.name = s.name;
@@ -81,6 +105,7 @@ $("go").addEventListener("click", async () => {
   form.append("style", chosen);
   form.append("strength", $("strength").value);
   form.append("scale", $("scale").value);
+  if (strokes[chosen]) form.append("stroke", String(strokeValue()));
   form.append("preserve_color", $("preserve").checked ? "true" : "false");
   form.append("format", "png");
   $("go").disabled = true;
@@ -111,4 +136,5 @@ $("go").addEventListener("click", async () => {
 
 bindRange("strength");
 bindRange("scale");
+$("stroke").addEventListener("input", showStroke);
 loadStyles().catch((err) => setStatus(`Could not load styles: ${err.message}`, true));

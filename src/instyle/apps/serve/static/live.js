@@ -48,6 +48,7 @@
       style: picked ? picked.dataset.name : undefined, // undefined: JSON drops it, the server keeps its own
       strength: Number($("strength").value),
       scale: Number($("scale").value),
+      stroke: $("stroke-label").hidden ? null : strokeValue(), // app.js: shown for styles with stroke rows
       preserve_color: $("preserve").checked,
     };
   }
@@ -230,6 +231,7 @@
   $("styles").addEventListener("keydown", sendConfig);
   $("strength").addEventListener("input", sendConfig);
   $("scale").addEventListener("input", sendConfig);
+  $("stroke").addEventListener("input", sendConfig);
   $("preserve").addEventListener("change", sendConfig);
   if (location.hash === "#live") setMode(true);
 })();
