@@ -66,6 +66,7 @@ class VideoReport:
     flicker_in: float
     flicker_out: float
     seconds: float
+    warped: Any = None  # instyle.inference.flicker.WarpedFlicker with flicker_metric=True
 
     @property
     def flicker_ratio(self) -> float:
@@ -118,11 +119,22 @@ def _batches(frames: Iterator[Any], size: int) -> Iterator[list[Any]]:
 
 def stylize_video(stylizer: Any, src: str | Path, dst: str | Path, *, batch: int = 4, max_side: int | None = None,
                   crf: int = 18, progress: bool = True, log: Callable[[str], None] | None = None,
-                  **controls: Any) -> VideoReport:
-    """Stylize ``src`` into ``dst`` (written atomically, never onto ``src``); controls as in ``stylize_tensor``."""
+                  smooth: float = 0.0, flicker_metric: bool = False, **controls: Any) -> VideoReport:
+    """Stylize ``src`` into ``dst`` (written atomically, never onto ``src``); controls as in ``stylize_tensor``.
+
+    ``smooth``: blend with the previous output where the input stood still (``TemporalBlend``; 0 off).
+    ``flicker_metric``: also measure the warped flicker (optical flow of the input, needs OpenCV)."""
     import time
 
+    from instyle.inference.smoothing import TemporalBlend
+
     av = _av()
+    blend = TemporalBlend(smooth)
+    warped = None
+    if flicker_metric:
+        from instyle.inference.flicker import WarpedFlicker
+
+        warped = WarpedFlicker()
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise InstyleError(f"{src}: no such video file")
@@ -175,9 +187,11 @@ def stylize_video(stylizer: Any, src: str | Path, dst: str | Path, *, batch: int
                         f.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
                         for f in frames
                     ])).permute(0, 3, 1, 2).float().div_(255.0)
-                    y = stylizer.stylize_tensor(x, **controls)
+                    y = blend(x, stylizer.stylize_tensor(x, **controls))
                     flick_in.update(x)
                     flick_out.update(y)
+                    if warped is not None:
+                        warped.update(x, y)
                     arr = y.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
                     for f, a in zip(frames, arr, strict=True):
                         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(a), format="rgb24")
@@ -194,7 +208,7 @@ def stylize_video(stylizer: Any, src: str | Path, dst: str | Path, *, batch: int
         raise InstyleError(f"{src}: no video frames could be decoded")
     report = VideoReport(frames=n_frames, fps=float(rate), size=(width, height), audio=audio,
                          flicker_in=flick_in.value, flicker_out=flick_out.value,
-                         seconds=time.perf_counter() - start)
+                         seconds=time.perf_counter() - start, warped=warped)
     if log:
         log(f"audio: {audio}")
     return report

@@ -28,6 +28,7 @@ from instyle.core.hardware import machine_description, pick_device
 from instyle.core.version import __version__
 from instyle.data.datasets import CropDataset, infinite_batches
 from instyle.losses.perceptual import PerceptualLoss, get_preset
+from instyle.losses.temporal import StabilityLoss
 from instyle.models import create_model, set_style_index, single_style_state
 from instyle.models.card import ModelCard
 from instyle.models.modelfile import card_path, load_weights, read_card, save_model
@@ -47,7 +48,8 @@ from instyle.training.holdout import MAIN_TERMS, center_crops, chunked_content_t
 from instyle.training.inputs import content_split, load_style_tensor, split_paths
 
 _RESUME_KEYS = ("style", "arch", "norm", "loss", "size", "batch", "seed", "lr", "content_weight",
-                "style_weight", "tv_weight", "style_size", "arch_kwargs", "style_scales")
+                "style_weight", "tv_weight", "style_size", "arch_kwargs", "style_scales", "temporal_weight",
+                "temporal_shift", "temporal_noise")
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -100,6 +102,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
     if cfg.cuda_graphs and dist_info.enabled:  # before any model, loss or data is built
         raise InstyleError("--cuda-graphs does not combine with torchrun (DDP's gradient all-reduce is not "
                            "captured); use --compile")
+    if cfg.temporal_weight and dist_info.enabled:
+        raise InstyleError("--temporal-weight runs the generator twice per step, which DDP's one-forward "
+                           "reducer is not tested with; train it in one process")
     main = dist_info.is_main
     device = local_device(pick_device(cfg.device), dist_info)
     amp_dtype = resolve_precision(cfg.precision, device)
@@ -112,6 +117,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
             setattr(loss_cfg, name, getattr(cfg, name))
     criterion = PerceptualLoss(loss_cfg, weights=cfg.vgg_weights).to(device)
     criterion.set_style([load_style_tensor(f, cfg.style_size).to(device) for f in style_files], cfg.style_scales)
+    # the second forward pass exists only with a weight: a plain run is today's, bit for bit
+    stability = StabilityLoss(cfg.temporal_weight, cfg.temporal_shift, cfg.temporal_noise) \
+        if cfg.temporal_weight else None
     guard = StepGuard(model.parameters(), cfg.lr, device, fp16=amp_dtype == torch.float16)
     opt = guard.opt
 
@@ -172,6 +180,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
         with autocast(device, amp_dtype):
             y = fwd_net(x)
             terms = fwd_loss(y.float(), x, style_index)
+            if stability is not None:  # its own generator per step: resumed runs see the same views
+                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state["step"] * 2 + dist_info.rank)
+                terms["temporal"] = stability(fwd_net, x, y, gen)
+                terms["total"] = terms["total"] + terms["temporal"]
         grad_norm = guard.step(terms["total"], cfg.grad_clip)
         average_buffers(model, dist_info)
         state["step"] += 1
