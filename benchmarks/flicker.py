@@ -33,10 +33,10 @@ from PIL import Image, ImageDraw
 
 from instyle.core.hardware import machine_description
 from instyle.data.fetch import sample_clip
-from instyle.inference.flicker import WarpedFlicker, read_frames
+from instyle.inference.flicker import WarpedFlicker
 from instyle.inference.smoothing import TemporalBlend
 from instyle.inference.stylizer import Stylizer
-from instyle.inference.video import output_size
+from instyle.inference.video import output_size, read_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "<!-- notes -->"

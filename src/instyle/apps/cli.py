@@ -399,7 +399,7 @@ def _add_flicker(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_flicker(a: argparse.Namespace) -> int:
-    from instyle.inference.flicker import measure_videos
+    from instyle.inference.video import measure_videos
 
     m = measure_videos(a.input, a.styled, limit=a.frames)
     print(f"flicker: frame-change ratio {m.change_ratio:.3f} (motion included)")

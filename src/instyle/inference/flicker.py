@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -154,40 +153,3 @@ def _uint8_frames(frames: torch.Tensor | np.ndarray) -> Iterator[np.ndarray]:
         frames = arr.numpy()
     for f in frames:
         yield np.ascontiguousarray(f)
-
-
-def read_frames(path: str | Path, size: tuple[int, int] | None = None,
-                limit: int | None = None) -> Iterator[np.ndarray]:
-    """Decoded RGB frames of a video as (H, W, 3) uint8, resized to ``size`` (w, h) if given."""
-    from instyle.inference.video import _av
-
-    av = _av()
-    path = Path(path)
-    if not path.is_file():
-        raise InstyleError(f"{path}: no such video file")
-    try:
-        container = av.open(str(path))
-    except av.FFmpegError as exc:
-        raise InstyleError(f"{path}: not a readable video ({exc})") from None
-    with container:
-        if not container.streams.video:
-            raise InstyleError(f"{path}: has no video stream")
-        w, h = size or (None, None)
-        for i, frame in enumerate(container.decode(video=0)):
-            if limit is not None and i >= limit:
-                return
-            yield frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
-
-
-def measure_videos(src: str | Path, styled: str | Path, limit: int | None = None) -> WarpedFlicker:
-    """The warped flicker of ``styled`` (a stylized ``src``), flow from ``src`` at the styled size."""
-    first = next(read_frames(styled, limit=1), None)
-    if first is None:
-        raise InstyleError(f"{styled}: no video frames could be decoded")
-    meter = WarpedFlicker()
-    for a, b in zip(read_frames(src, (first.shape[1], first.shape[0]), limit), read_frames(styled, None, limit),
-                    strict=False):
-        meter.update(a[None], b[None])
-    if not meter.pairs:
-        raise InstyleError(f"{src}: fewer than two frames to compare")
-    return meter

@@ -20,6 +20,8 @@ from tqdm import tqdm
 from instyle.core.errors import InstyleError
 from instyle.core.files import atomic_path, check_output_path
 from instyle.data.images import ensure_not_input
+from instyle.inference.flicker import WarpedFlicker
+from instyle.inference.smoothing import TemporalBlend
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".m4v", ".webm", ".avi"})
 _AUDIO_FALLBACK = "aac"
@@ -66,7 +68,7 @@ class VideoReport:
     flicker_in: float
     flicker_out: float
     seconds: float
-    warped: Any = None  # instyle.inference.flicker.WarpedFlicker with flicker_metric=True
+    warped: WarpedFlicker | None = None  # with flicker_metric=True
 
     @property
     def flicker_ratio(self) -> float:
@@ -126,15 +128,9 @@ def stylize_video(stylizer: Any, src: str | Path, dst: str | Path, *, batch: int
     ``flicker_metric``: also measure the warped flicker (optical flow of the input, needs OpenCV)."""
     import time
 
-    from instyle.inference.smoothing import TemporalBlend
-
     av = _av()
     blend = TemporalBlend(smooth)
-    warped = None
-    if flicker_metric:
-        from instyle.inference.flicker import WarpedFlicker
-
-        warped = WarpedFlicker()
+    warped = WarpedFlicker() if flicker_metric else None
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise InstyleError(f"{src}: no such video file")
@@ -258,3 +254,38 @@ def _frames(inp: Any, streams: list[Any], vin: Any, ain: Any, out: Any, aout: An
                 frame.pts = round(index / (vin.average_rate or 25) / vin.time_base)
             index += 1
             yield frame
+
+
+def read_frames(path: str | Path, size: tuple[int, int] | None = None,
+                limit: int | None = None) -> Iterator[np.ndarray]:
+    """Decoded RGB frames of a video as (H, W, 3) uint8, resized to ``size`` (w, h) if given."""
+    av = _av()
+    path = Path(path)
+    if not path.is_file():
+        raise InstyleError(f"{path}: no such video file")
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as exc:
+        raise InstyleError(f"{path}: not a readable video ({exc})") from None
+    with container:
+        if not container.streams.video:
+            raise InstyleError(f"{path}: has no video stream")
+        w, h = size or (None, None)
+        for i, frame in enumerate(container.decode(video=0)):
+            if limit is not None and i >= limit:
+                return
+            yield frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
+
+
+def measure_videos(src: str | Path, styled: str | Path, limit: int | None = None) -> WarpedFlicker:
+    """The warped flicker of ``styled`` (a stylized ``src``), flow from ``src`` at the styled size."""
+    first = next(read_frames(styled, limit=1), None)
+    if first is None:
+        raise InstyleError(f"{styled}: no video frames could be decoded")
+    meter = WarpedFlicker()
+    for a, b in zip(read_frames(src, (first.shape[1], first.shape[0]), limit), read_frames(styled, None, limit),
+                    strict=False):
+        meter.update(a[None], b[None])
+    if not meter.pairs:
+        raise InstyleError(f"{src}: fewer than two frames to compare")
+    return meter
