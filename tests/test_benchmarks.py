@@ -65,3 +65,20 @@ def test_layouts_benchmark_times_every_thin_convolution(tmp_path: Path) -> None:
     _run("layouts.py", "--crop", "16", "--batch", "1", "--size", "40x24", "--rounds", "1", "--out", str(tmp_path))
     rows = [line for line in (tmp_path / "layouts.md").read_text().splitlines() if line.startswith("| johnson")]
     assert len(rows) == 4 and all(float(r.split("|")[4].strip().rstrip("x")) > 0 for r in rows)
+
+
+def test_flicker_benchmark_writes_the_doc_and_the_strip(tmp_path: Path) -> None:
+    pytest.importorskip("av")
+    pytest.importorskip("cv2")
+    from tests.test_video import make_video
+
+    clip = make_video(tmp_path / "clip.mp4", n=6, w=48, h=32, audio=False)
+    (tmp_path / "video-stability.md").write_text("old table\n<!-- notes -->\nkept notes\n")
+    _run("flicker.py", "--pair", "starry-night-fast=great-wave-fast", "--clips", str(clip), "--frames", "6",
+         "--strip", str(tmp_path / "strip.jpg"), "--strip-start", "1", "--out", str(tmp_path))
+    rows = json.loads((tmp_path / "video-stability.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["plain", "stable", "plain + smooth 0.8"]
+    assert all(r["warped_out"] > 0 and r["frames"] == 6 for r in rows)
+    doc = (tmp_path / "video-stability.md").read_text()
+    assert "old table" not in doc and doc.endswith("kept notes\n") and "| clip.mp4 |" in doc
+    assert (tmp_path / "strip.jpg").stat().st_size > 0

@@ -279,3 +279,57 @@ def test_compiled_step_gives_the_same_gradients() -> None:
         scale = g.abs().max()
         if scale > 1e-5:  # conv biases before a norm have a zero true gradient: pure float noise
             assert (compiled[k] - g).abs().max() <= 2e-3 * scale, k
+
+
+def test_temporal_weight_zero_is_the_plain_run(photos_dir, style_image, tmp_path, monkeypatch) -> None:
+    """--temporal-weight 0 (the default) never builds the term: the run is the plain one, bit for bit,
+    whatever the term's other options say."""
+    import instyle.training.loop as loop
+
+    def refuse(*a: object, **k: object) -> None:
+        raise AssertionError("the stability term was built at weight 0")
+
+    monkeypatch.setattr(loop, "StabilityLoss", refuse)
+    a = tmp_path / "a.safetensors"
+    card = train(_tiny(photos_dir, style_image, a, iters=3), progress=False)
+    b = tmp_path / "b.safetensors"
+    train(_tiny(photos_dir, style_image, b, iters=3, temporal_shift=2, temporal_noise=0.5), progress=False)
+    wa, wb = load_file(str(a)), load_file(str(b))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert card.data["train"]["temporal_weight"] == 0.0
+    assert not any("temporal" in line for line in (tmp_path / "a.log.jsonl").read_text().splitlines())
+
+
+def test_temporal_weight_trains_the_term_records_it_and_resumes_exactly(photos_dir, style_image, tmp_path) -> None:
+    from instyle.training.recipe import train_command
+
+    plain = tmp_path / "plain.safetensors"
+    train(_tiny(photos_dir, style_image, plain, iters=4, holdout=0), progress=False)
+    ref = tmp_path / "ref.safetensors"
+    card = train(_tiny(photos_dir, style_image, ref, iters=4, holdout=0, temporal_weight=50.0), progress=False)
+    log = [json.loads(x) for x in (tmp_path / "ref.log.jsonl").read_text().splitlines()]
+    assert all(r["temporal"] > 0 for r in log)
+    assert all(r["total"] == pytest.approx(r["content"] + r["style"] + r["tv"] + r["temporal"], rel=1e-4) for r in log)
+    assert card.data["train"]["temporal_weight"] == 50.0
+    assert "--temporal-weight 50.0" in train_command(card)
+    wp, wr = load_file(str(plain)), load_file(str(ref))
+    assert any(not torch.equal(wp[k], wr[k]) for k in wp)
+
+    out = tmp_path / "run.safetensors"
+    cfg = _tiny(photos_dir, style_image, out, iters=4, holdout=0, temporal_weight=50.0, checkpoint_every=2)
+
+    def die(rec: dict) -> None:
+        if rec["step"] == 3:
+            raise _Kill
+
+    with pytest.raises(_Kill):
+        train(cfg, progress=False, on_log=die)
+    train(cfg, resume=True, progress=False)
+    wo = load_file(str(out))
+    for k in wr:
+        torch.testing.assert_close(wr[k], wo[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_temporal_shift_must_fit_the_crop(photos_dir, style_image, tmp_path) -> None:
+    with pytest.raises(InstyleError, match="--temporal-shift 9 leaves nothing of a 32 px crop"):
+        _tiny(photos_dir, style_image, tmp_path / "x.safetensors", temporal_weight=1.0, temporal_shift=9).validate()

@@ -112,3 +112,34 @@ def test_flicker_and_output_size_helpers() -> None:
     assert f.pairs == 3 and f.value == pytest.approx((0.5 + 0 + 0.5) / 3)
     assert output_size(1920, 1080, 640) == (640, 360)
     assert output_size(63, 47, None) == (62, 46)
+
+
+def _pts(path: Path) -> list[int]:
+    with av.open(str(path)) as c:
+        return sorted(f.pts for f in c.decode(video=0))
+
+
+@pytest.mark.slow
+def test_video_with_a_stable_style_smoothing_and_the_warped_metric_keeps_frames_timestamps_audio(
+        photos_dir: Path, style_image: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("cv2", reason="--flicker-metric needs the 'video-metrics' extra (OpenCV)")
+    from instyle.training.config import TrainConfig
+    from instyle.training.loop import train
+
+    stable = tmp_path / "stable.safetensors"
+    card = train(TrainConfig(style=str(style_image), content=str(photos_dir), output=str(stable), arch="johnson-half",
+                             size=32, style_size=32, batch=2, iters=2, holdout=0, vgg_weights="random",
+                             precision="fp32", temporal_weight=20.0), progress=False)
+    assert card.data["train"]["temporal_weight"] == 20.0
+    src = make_video(tmp_path / "in.mp4", n=12, w=64, h=48, fps=24)
+    dst = tmp_path / "styled.mp4"
+    assert main(["video", str(src), "-m", str(stable), "-o", str(dst), "--batch", "5", "--quiet", "--backend", "eager",
+                 "--smooth", "0.7", "--flicker-metric"]) == 0
+    text = capsys.readouterr().out
+    assert _probe(dst) == {"frames": 12, "fps": 24.0, "size": (64, 48), "audio": ["aac"]}
+    assert _pts(dst) == _pts(src)
+    m = re.search(r"warped flicker: input ([0-9.]+), output ([0-9.]+), ratio ([0-9.]+) .*, 11 pairs\)", text)
+    assert m, text
+    assert main(["flicker", str(src), str(dst)]) == 0  # the same measure from the two files
+    assert "11 pairs" in capsys.readouterr().out
+    assert main(["video", str(src), "-m", str(stable), "-o", str(tmp_path / "x.mp4"), "--smooth", "1"]) == 2

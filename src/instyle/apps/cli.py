@@ -418,6 +418,10 @@ def _add_video(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-side", type=int, default=None, help="downsize so the longer side is at most this (px)")
     p.add_argument("--batch", type=int, default=4, help="frames per forward pass")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality (lower = better, larger)")
+    p.add_argument("--smooth", type=float, default=0.0, metavar="ALPHA",
+                   help="blend up to ALPHA of the previous output where the input did not change (0: off)")
+    p.add_argument("--flicker-metric", action="store_true",
+                   help="also print the warped flicker (optical flow of the input; needs instyle[video-metrics])")
     _add_controls(p)
     _add_backend(p)
     p.add_argument("--device", default="auto")
@@ -435,11 +439,32 @@ def _cmd_video(a: argparse.Namespace) -> int:
     stylizer = Stylizer.load(a.model or a.style, device=a.device, backend=a.backend)
     _check_stroke(stylizer, a.stroke)
     r = stylize_video(stylizer, a.input, a.output, batch=a.batch, max_side=a.max_side, crf=a.crf,
-                      progress=not a.quiet, **controls)
+                      progress=not a.quiet, smooth=a.smooth, flicker_metric=a.flicker_metric, **controls)
     print(f"wrote {a.output} ({r.frames} frames, {r.size[0]}x{r.size[1]}, {r.fps:g} fps, audio {r.audio}, "
           f"{r.frames / max(r.seconds, 1e-9):.1f} frames/s)")
     ratio = "n/a (static input)" if r.flicker_ratio != r.flicker_ratio else f"{r.flicker_ratio:.3f}"
     print(f"flicker: input {r.flicker_in:.5f}, output {r.flicker_out:.5f}, ratio {ratio}")
+    if r.warped is not None:
+        print(r.warped.summary())
+    return 0
+
+
+def _add_flicker(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("flicker", help="measure the flicker of a stylized video against its source",
+                       description="Warped frame-to-frame error: each stylized frame against the previous one "
+                                   "moved by the input's optical flow, where the flow is reliable.")
+    p.add_argument("input", help="the source video")
+    p.add_argument("styled", help="its stylized version (same frames)")
+    p.add_argument("--frames", type=int, default=None, help="compare only the first N frames")
+    p.set_defaults(func=_cmd_flicker)
+
+
+def _cmd_flicker(a: argparse.Namespace) -> int:
+    from instyle.inference.video import measure_videos
+
+    m = measure_videos(a.input, a.styled, limit=a.frames)
+    print(f"flicker: frame-change ratio {m.change_ratio:.3f} (motion included)")
+    print(m.summary())
     return 0
 
 
@@ -676,7 +701,7 @@ def _cmd_texture_sample(a: argparse.Namespace) -> int:
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train, _add_retrain, _add_stylize, _add_data, _add_styles, _add_weights, _add_demo, _add_evaluate,
     _add_experiment,
-    _add_video, _add_export, _add_serve,
+    _add_video, _add_flicker, _add_export, _add_serve,
     _add_stylize_dataset, _add_texture,
 ]
 

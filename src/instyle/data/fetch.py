@@ -727,3 +727,16 @@ def style_path(slug: str, data_dir: Path | None = None) -> Path:
     hint = f" (available: {', '.join(known)})" if known else ""
     raise InstyleError(f"style '{slug}' not found; run `instyle data fetch`{hint}")
 
+
+
+SAMPLE_CLIPS = ("vtest.avi", "tree.avi", "Megamind.avi")  # opencv-doc's videos: flicker measurements, never trained on
+
+
+def sample_clip(name: str, cache: Path | None = None) -> Path:
+    """A video clip of the unpacked opencv-doc package (``instyle data fetch`` unpacks it), e.g.
+    ``sample_clip("vtest.avi")``: real footage for the video benchmarks, kept out of the repository."""
+    root = Path(cache) if cache is not None else cache_dir() / "packages"
+    hits = sorted((root / "unpacked").glob(f"opencv-doc_*/{_OCV}/data/{name}"))
+    if not hits:
+        raise InstyleError(f"{name}: not among the unpacked opencv-doc clips under {root}; run `instyle data fetch`")
+    return hits[-1]

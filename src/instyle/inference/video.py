@@ -20,6 +20,8 @@ from tqdm import tqdm
 from instyle.core.errors import InstyleError
 from instyle.core.files import atomic_path, check_output_path
 from instyle.data.images import ensure_not_input
+from instyle.inference.flicker import WarpedFlicker
+from instyle.inference.smoothing import TemporalBlend
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".m4v", ".webm", ".avi"})
 _AUDIO_FALLBACK = "aac"
@@ -66,6 +68,7 @@ class VideoReport:
     flicker_in: float
     flicker_out: float
     seconds: float
+    warped: WarpedFlicker | None = None  # with flicker_metric=True
 
     @property
     def flicker_ratio(self) -> float:
@@ -118,11 +121,16 @@ def _batches(frames: Iterator[Any], size: int) -> Iterator[list[Any]]:
 
 def stylize_video(stylizer: Any, src: str | Path, dst: str | Path, *, batch: int = 4, max_side: int | None = None,
                   crf: int = 18, progress: bool = True, log: Callable[[str], None] | None = None,
-                  **controls: Any) -> VideoReport:
-    """Stylize ``src`` into ``dst`` (written atomically, never onto ``src``); controls as in ``stylize_tensor``."""
+                  smooth: float = 0.0, flicker_metric: bool = False, **controls: Any) -> VideoReport:
+    """Stylize ``src`` into ``dst`` (written atomically, never onto ``src``); controls as in ``stylize_tensor``.
+
+    ``smooth``: blend with the previous output where the input stood still (``TemporalBlend``; 0 off).
+    ``flicker_metric``: also measure the warped flicker (optical flow of the input, needs OpenCV)."""
     import time
 
     av = _av()
+    blend = TemporalBlend(smooth)
+    warped = WarpedFlicker() if flicker_metric else None
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise InstyleError(f"{src}: no such video file")
@@ -175,9 +183,11 @@ def stylize_video(stylizer: Any, src: str | Path, dst: str | Path, *, batch: int
                         f.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
                         for f in frames
                     ])).permute(0, 3, 1, 2).float().div_(255.0)
-                    y = stylizer.stylize_tensor(x, **controls)
+                    y = blend(x, stylizer.stylize_tensor(x, **controls))
                     flick_in.update(x)
                     flick_out.update(y)
+                    if warped is not None:
+                        warped.update(x, y)
                     arr = y.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
                     for f, a in zip(frames, arr, strict=True):
                         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(a), format="rgb24")
@@ -194,7 +204,7 @@ def stylize_video(stylizer: Any, src: str | Path, dst: str | Path, *, batch: int
         raise InstyleError(f"{src}: no video frames could be decoded")
     report = VideoReport(frames=n_frames, fps=float(rate), size=(width, height), audio=audio,
                          flicker_in=flick_in.value, flicker_out=flick_out.value,
-                         seconds=time.perf_counter() - start)
+                         seconds=time.perf_counter() - start, warped=warped)
     if log:
         log(f"audio: {audio}")
     return report
@@ -244,3 +254,38 @@ def _frames(inp: Any, streams: list[Any], vin: Any, ain: Any, out: Any, aout: An
                 frame.pts = round(index / (vin.average_rate or 25) / vin.time_base)
             index += 1
             yield frame
+
+
+def read_frames(path: str | Path, size: tuple[int, int] | None = None,
+                limit: int | None = None) -> Iterator[np.ndarray]:
+    """Decoded RGB frames of a video as (H, W, 3) uint8, resized to ``size`` (w, h) if given."""
+    av = _av()
+    path = Path(path)
+    if not path.is_file():
+        raise InstyleError(f"{path}: no such video file")
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as exc:
+        raise InstyleError(f"{path}: not a readable video ({exc})") from None
+    with container:
+        if not container.streams.video:
+            raise InstyleError(f"{path}: has no video stream")
+        w, h = size or (None, None)
+        for i, frame in enumerate(container.decode(video=0)):
+            if limit is not None and i >= limit:
+                return
+            yield frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
+
+
+def measure_videos(src: str | Path, styled: str | Path, limit: int | None = None) -> WarpedFlicker:
+    """The warped flicker of ``styled`` (a stylized ``src``), flow from ``src`` at the styled size."""
+    first = next(read_frames(styled, limit=1), None)
+    if first is None:
+        raise InstyleError(f"{styled}: no video frames could be decoded")
+    meter = WarpedFlicker()
+    for a, b in zip(read_frames(src, (first.shape[1], first.shape[0]), limit), read_frames(styled, None, limit),
+                    strict=False):
+        meter.update(a[None], b[None])
+    if not meter.pairs:
+        raise InstyleError(f"{src}: fewer than two frames to compare")
+    return meter

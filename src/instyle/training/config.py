@@ -21,6 +21,7 @@ import torch
 from instyle.core.errors import InstyleError
 from instyle.core.hardware import check_device, cpu_supports_bf16
 from instyle.losses.perceptual import preset_names
+from instyle.losses.temporal import STABILITY_MARGIN
 from instyle.models import NORM_KINDS, list_models
 from instyle.models.card import MAX_STROKE_ROWS, STROKE_RANGE
 from instyle.models.registry import TEXTURE_ARCHS
@@ -96,6 +97,12 @@ class TrainConfig:
     lr: float = option(1e-3, "Adam learning rate", low=1e-12, high=10.0)
     grad_clip: float | None = option(None, "clip the gradient norm to this (off by default)", low=1e-12, high=INF)
     seed: int = option(0, "seed of the data order, the crops and the initial weights", low=0, high=2**63 - 1)
+    temporal_weight: float = option(0.0, "weight of the video-stability term: a shifted, noisier copy of each crop "
+                                         "must stylize to the same pixels (0: off; instyle.losses.temporal)",
+                                    low=0, high=INF)
+    temporal_shift: int = option(4, "largest shift (px) of the stability term's second view", low=0, high=64)
+    temporal_noise: float = option(0.04, "largest pixel-noise sigma of the stability term's second view", low=0,
+                                   high=1.0)
     precision: str = option("auto", "autocast precision (auto: bf16 where the CPU or GPU does it natively)",
                             choices=_precisions, machine=True, retrain=True)
     device: str = option("auto", "auto, cpu, cuda, cuda:1 ...", machine=True, retrain=True)
@@ -164,6 +171,9 @@ class TrainConfig:
             raise InstyleError("--diversity needs a generator that sees noise: add --noise-channels 3")
         if self.decay > self.iters:
             raise InstyleError(f"--decay ({self.decay}) cannot exceed --iters ({self.iters})")
+        if self.temporal_weight and 2 * (self.temporal_shift + STABILITY_MARGIN) >= self.size:
+            raise InstyleError(f"--temporal-shift {self.temporal_shift} leaves nothing of a {self.size} px crop "
+                               f"(the term compares the views {STABILITY_MARGIN} px in from their border)")
         if not self.style_files():
             raise InstyleError("no style image given (--style)")
         self._validate_strokes()

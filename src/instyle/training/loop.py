@@ -29,6 +29,7 @@ from instyle.core.version import __version__
 from instyle.data.datasets import CropDataset, infinite_batches
 from instyle.losses.diversity import nearest_neighbour_log_distance
 from instyle.losses.perceptual import BALANCED, PerceptualLoss, balance_style_layers, get_preset, style_layer_shares
+from instyle.losses.temporal import StabilityLoss
 from instyle.models import create_model, set_style_index, single_style_state
 from instyle.models.card import ModelCard
 from instyle.models.layers import with_noise
@@ -51,7 +52,7 @@ from instyle.training.inputs import content_split, load_style_tensor, split_path
 
 _RESUME_KEYS = ("style", "arch", "norm", "loss", "size", "batch", "seed", "lr", "content_weight",
                 "style_weight", "tv_weight", "style_size", "arch_kwargs", "style_scales", "diversity",
-                "diversity_copies", "strokes")
+                "diversity_copies", "strokes", "temporal_weight", "temporal_shift", "temporal_noise")
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -105,6 +106,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
     if cfg.cuda_graphs and dist_info.enabled:  # before any model, loss or data is built
         raise InstyleError("--cuda-graphs does not combine with torchrun (DDP's gradient all-reduce is not "
                            "captured); use --compile")
+    if cfg.temporal_weight and dist_info.enabled:
+        raise InstyleError("--temporal-weight runs the generator twice per step, which DDP's one-forward "
+                           "reducer is not tested with; train it in one process")
     main = dist_info.is_main
     device = local_device(pick_device(cfg.device), dist_info)
     amp_dtype = resolve_precision(cfg.precision, device)
@@ -119,6 +123,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
     criterion.set_style([load_style_tensor(f, size).to(device) for f, size in style_targets(cfg)], cfg.style_scales)
     balance = balance_style_layers(criterion, center_crops(train_files[:8], cfg.size)) \
         if cfg.loss in BALANCED else None
+    # the second forward pass exists only with a weight: a plain run is today's, bit for bit
+    stability = StabilityLoss(cfg.temporal_weight, cfg.temporal_shift, cfg.temporal_noise) \
+        if cfg.temporal_weight else None
     guard = StepGuard(model.parameters(), cfg.lr, device, fp16=amp_dtype == torch.float16)
     opt = guard.opt
 
@@ -182,6 +189,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
         with autocast(device, amp_dtype):
             y = fwd_net(inputs)
             terms = fwd_loss(y.float(), photos, style_index)
+            if stability is not None:  # its own generator per step: resumed runs see the same views
+                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state["step"] * 2 + dist_info.rank)
+                terms["temporal"] = stability(fwd_net, inputs, y, gen)
+                terms["total"] = terms["total"] + terms["temporal"]
         if cfg.diversity:  # the batch holds diversity_copies noise draws per photo, consecutive
             terms = with_entropy(terms, y.float(), cfg.diversity, groups=len(x))
         grad_norm = guard.step(terms["total"], cfg.grad_clip)
