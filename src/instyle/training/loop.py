@@ -31,6 +31,7 @@ from instyle.losses.perceptual import PerceptualLoss, get_preset
 from instyle.models import create_model, set_style_index, single_style_state
 from instyle.models.card import ModelCard
 from instyle.models.modelfile import card_path, load_weights, read_card, save_model
+from instyle.training.adapt import init_adapted
 from instyle.training.checkpoints import check_run_state, load_checkpoint, save_checkpoint
 from instyle.training.config import TrainConfig, autocast, resolve_precision
 from instyle.training.distributed import (
@@ -47,7 +48,7 @@ from instyle.training.holdout import MAIN_TERMS, center_crops, chunked_content_t
 from instyle.training.inputs import content_split, load_style_tensor, split_paths
 
 _RESUME_KEYS = ("style", "arch", "norm", "loss", "size", "batch", "seed", "lr", "content_weight",
-                "style_weight", "tv_weight", "style_size", "arch_kwargs", "style_scales")
+                "style_weight", "tv_weight", "style_size", "arch_kwargs", "style_scales", "adapt", "adapt_init")
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -105,14 +106,19 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
     amp_dtype = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
 
-    model = create_model(cfg.arch, norm=cfg.norm, styles=n_styles, **cfg.arch_kwargs).to(device).train()
+    model = create_model(cfg.arch, norm=cfg.norm, styles=n_styles, **cfg.arch_kwargs).train()
+    # --adapt: the base's weights, the affine's start, everything else frozen (a resume then loads
+    # its checkpoint over them); the optimizer below sees only what still trains.
+    adapted = init_adapted(model, cfg) if cfg.adapt else None
+    model = model.to(device)
     loss_cfg = get_preset(cfg.loss)
     for name in ("content_weight", "style_weight", "tv_weight"):
         if getattr(cfg, name) is not None:
             setattr(loss_cfg, name, getattr(cfg, name))
     criterion = PerceptualLoss(loss_cfg, weights=cfg.vgg_weights).to(device)
     criterion.set_style([load_style_tensor(f, cfg.style_size).to(device) for f in style_files], cfg.style_scales)
-    guard = StepGuard(model.parameters(), cfg.lr, device, fp16=amp_dtype == torch.float16)
+    guard = StepGuard([p for p in model.parameters() if p.requires_grad], cfg.lr, device,
+                      fp16=amp_dtype == torch.float16)
     opt = guard.opt
 
     dataset = CropDataset(train_files, cfg.size, seed=cfg.seed)
@@ -131,6 +137,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
         log_path.unlink(missing_ok=True)  # a new run (--restart, or none to continue) starts a new log
         ckpt_path.unlink(missing_ok=True)
     state["config"] = dataclasses.asdict(cfg)
+    if adapted:
+        state["adapt"] = adapted
     state.setdefault("start", 0)  # checkpoints of earlier versions have none
     end = state["start"] + cfg.iters
 
@@ -158,6 +166,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
     compiled = cfg.compile or cfg.cuda_graphs
     fwd_net, fwd_loss = compiled_step_modules(net, criterion, cfg.cuda_graphs) if compiled else (net, criterion)
     t0 = time.perf_counter() - state["elapsed"]
+    held: dict[str, str] = {}  # the last held-out total, shown beside the training loss terms
     while state["step"] < end:
         if cfg.cuda_graphs:  # the last step's graph outputs (read below, at its log step) may now be reused
             torch.compiler.cudagraph_mark_step_begin()
@@ -184,7 +193,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
             state["last"] = rec
             if main:
                 _append_log(log_path, rec)
-            bar.set_postfix({k: f"{rec[k]:.3g}" for k in MAIN_TERMS})
+            bar.set_postfix({**{k: f"{rec[k]:.3g}" for k in MAIN_TERMS}, **held})
             if on_log:
                 on_log(rec)
         if hold is not None and (step % cfg.eval_every == 0 or step == end):
@@ -199,6 +208,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
                 state["holdout_curve"].append(rec)
                 _append_log(log_path, {"holdout": True, **rec})
                 totals.append(rec["total"])
+            held = {"held-out": f"{sum(totals) / len(totals):.3g}"}
             if cfg.keep_best:
                 keep_if_best(state, best, model, step, sum(totals) / len(totals))
         bar.update(1)
@@ -339,6 +349,7 @@ def _model_card(cfg: TrainConfig, loss: dict[str, Any], state: dict[str, Any], d
         "weights_step": state.get("weights_step", state["step"]),  # earlier than steps with keep_best
         **({"best_holdout": state["best"]} if "best" in state else {}),
         **({"init": state["init"]} if "init" in state else {}),
+        **({"adapt": state["adapt"]} if "adapt" in state else {}),
         "wall_time_s": round(state["elapsed"], 1),
         "machine": machine_description(),
         "device": str(device),

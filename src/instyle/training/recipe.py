@@ -51,7 +51,7 @@ def train_command(card: ModelCard, output: str | None = None, train: dict[str, A
     """The ``instyle train`` command line that reproduces the run (fetched styles by slug); ``train``
     replaces the card's record (``instyle retrain`` prints what it will run)."""
     train = _from_scratch(card) if train is None else train
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    defaults = TrainConfig.default_values(train.get("adapt"))
     args = ["instyle", "train"]
     for path in _train_styles(train):
         p = Path(path)
