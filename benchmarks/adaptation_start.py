@@ -37,9 +37,8 @@ def main() -> None:
         criterion.set_style(load_style_tensor(cfg.style, cfg.style_size))
         totals = []
         for how in ADAPT_INITS:
-            cfg.adapt_init = how
             model = create_model(cfg.arch)
-            init_adapted(model, cfg)
+            init_adapted(model, a.base, how, {"arch": cfg.arch, "norm": cfg.norm, "arch_kwargs": {}})
             with torch.no_grad():
                 totals.append(evaluate_holdout(model, criterion, hold, None)["total"])
         print(f"| {painting} | " + " | ".join(f"{t:.2f}" for t in totals) + " |")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,9 +27,6 @@ from instyle.models.modelfile import load_weights, read_card
 from instyle.models.norms import Norm2d
 from instyle.models.registry import create_model
 from instyle.zoo import ZOO_DIR, resolve_model
-
-if TYPE_CHECKING:
-    from instyle.training.config import TrainConfig
 
 # The zoo's johnson trunk. Every shipped full ``johnson`` style holds the same convolutions (one joint
 # run); starry-night is that run's first style and the README's example, so it names the trunk.
@@ -73,8 +70,8 @@ def base_network(card: ModelCard) -> dict[str, Any]:
     return {"arch": card.arch, "norm": card.norm, "arch_kwargs": dict(card.arch_kwargs)}
 
 
-def _net(arch: str, norm: str, kwargs: dict[str, Any]) -> str:
-    return f"{arch}/{norm}" + (f" {kwargs}" if kwargs else "")
+def _net(arch: str, norm: str, arch_kwargs: dict[str, Any]) -> str:
+    return f"{arch}/{norm}" + (f" {arch_kwargs}" if arch_kwargs else "")
 
 
 def _trunk_state(state: dict[str, torch.Tensor], norms: set[str]) -> dict[str, torch.Tensor]:
@@ -102,15 +99,14 @@ def trunk_siblings(base_path: Path, base: ModelCard, model: nn.Module) -> list[P
     return out or [base_path]
 
 
-def init_adapted(model: nn.Module, cfg: TrainConfig) -> dict[str, Any]:
-    """Load ``cfg.adapt``'s weights into ``model`` (the run's single-style network), set the affine's
-    start, freeze the rest; returns the card's ``adapt`` record (base file and sha256, the affine's
-    sources)."""
-    base, how = str(cfg.adapt), cfg.adapt_init
+def init_adapted(model: nn.Module, base: str, how: str, net: dict[str, Any]) -> dict[str, Any]:
+    """Load ``base``'s weights into ``model`` (the run's single-style network, ``net`` as in
+    ``base_network``), start the affine as ``how`` says, freeze the rest; returns the card's
+    ``adapt`` record (base file and sha256, the affine's sources)."""
     path, card = base_card(base)
-    if base_network(card) != {"arch": cfg.arch, "norm": cfg.norm, "arch_kwargs": cfg.arch_kwargs}:
-        raise InstyleError(f"--adapt: {base} is a {_net(card.arch, card.norm, card.arch_kwargs)} network; this run "
-                           f"asks for {_net(cfg.arch, cfg.norm, cfg.arch_kwargs)} (--arch, --norm)")
+    if base_network(card) != net:
+        raise InstyleError(f"--adapt: {base} is a {_net(**base_network(card))} network; this run "
+                           f"asks for {_net(**net)} (--arch, --norm)")
     load_weights(model, path, f"--adapt: {path} ({card.describe_net}) does not fit this run")
     sources = trunk_siblings(path, card, model) if how == "mean" else [path]
     if how == "mean":

@@ -109,7 +109,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
     model = create_model(cfg.arch, norm=cfg.norm, styles=n_styles, **cfg.arch_kwargs).train()
     # --adapt: the base's weights, the affine's start, everything else frozen (a resume then loads
     # its checkpoint over them); the optimizer below sees only what still trains.
-    adapted = init_adapted(model, cfg) if cfg.adapt else None
+    adapted = init_adapted(model, cfg.adapt, cfg.adapt_init, {
+        "arch": cfg.arch, "norm": cfg.norm, "arch_kwargs": cfg.arch_kwargs}) if cfg.adapt else None
     model = model.to(device)
     loss_cfg = get_preset(cfg.loss)
     for name in ("content_weight", "style_weight", "tv_weight"):
