@@ -77,6 +77,9 @@ def test_retrain_of_an_adapted_card_reproduces_it(photos_dir, style_image, tmp_p
     shutil.copy(style_image, data / "style" / style_image.name)
     train(config_from_card(card, again, content=photos_dir, data_dir=data), progress=False)
     assert _changed(load_file(str(out)), load_file(str(again))) == set(), "same bytes: the same run"
+    write_tiny_model(base, seed=4)  # another base under the same name
+    with pytest.raises(InstyleError, match="not the base this model was adapted from"):
+        config_from_card(card, tmp_path / "third" / "new.safetensors", content=photos_dir, data_dir=data)
 
 
 def test_a_killed_adaptation_resumes_to_the_same_weights(photos_dir, style_image, tmp_path, base) -> None:

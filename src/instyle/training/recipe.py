@@ -16,6 +16,7 @@ from instyle.core.errors import InstyleError
 from instyle.core.files import sha256_file
 from instyle.data.fetch import default_data_dir, style_path
 from instyle.models.card import ModelCard
+from instyle.training.adapt import check_same_base
 from instyle.training.config import TrainConfig
 
 # Where a run ran rather than what it learned: a retrain takes this machine's values, not the card's.
@@ -90,6 +91,8 @@ def config_from_card(card: ModelCard, output: str | Path, content: str | Path | 
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     kw.update(style=styles[0] if len(styles) == 1 else styles, output=str(output),
               content=str(content if content is not None else root / "content"))
+    if kw.get("adapt") and card.data.get("adapt"):
+        check_same_base(card.data["adapt"], kw["adapt"])
     kw.update(overrides)
     if "iters" in overrides:  # a shorter retrain (a quick check) anneals over at most its own steps
         kw["decay"] = min(kw.get("decay", 0), overrides["iters"])
