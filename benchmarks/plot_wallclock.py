@@ -5,6 +5,9 @@ compare recipes, precisions or machines with. Held-out points carry the time sin
 training (evaluation included); logs of earlier versions get it interpolated from the training records.
 
     python benchmarks/plot_wallclock.py runs/a/m.log.jsonl runs/b/m.log.jsonl --labels "H200" "CPU" -o curve.png
+
+``--panels`` names a panel for each log: one subplot per panel (say, per painting), a label keeps
+its colour across panels.
 """
 
 from __future__ import annotations
@@ -32,33 +35,48 @@ def held_out_curve(log: Path) -> tuple[np.ndarray, np.ndarray]:
     return seconds, np.array([r["total"] for r in held], dtype=float)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("logs", nargs="+", type=Path)
-    p.add_argument("--labels", nargs="*", default=None)
-    p.add_argument("--title", default="held-out loss against training time")
-    p.add_argument("-o", "--output", required=True, type=Path)
-    a = p.parse_args()
+def plot(logs: list[Path], labels: list[str], output: Path, title: str, panels: list[str] | None = None) -> None:
+    """One subplot per panel (all logs in one without ``panels``), minutes on x when a run passes 10."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = a.labels or [log.parent.name for log in a.logs]
-    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
-    for log, label in zip(a.logs, labels, strict=True):
-        seconds, total = held_out_curve(log)
-        minutes = seconds.max() > 600
-        ax.plot(seconds / 60 if minutes else seconds, total, marker="o", ms=3, label=label)
+    names = list(dict.fromkeys(panels or [title]))
+    where = panels or [title] * len(logs)
+    curves = [held_out_curve(log) for log in logs]
+    minutes = max(s.max() for s, _ in curves) > 600
+    colours = {label: f"C{i}" for i, label in enumerate(dict.fromkeys(labels))}
+    fig, axes = plt.subplots(1, len(names), figsize=(6.4 if len(names) == 1 else 4.2 * len(names), 3.6), dpi=120,
+                             squeeze=False)
+    for (seconds, total), label, panel in zip(curves, labels, where, strict=True):
+        ax = axes[0][names.index(panel)]
+        ax.plot(seconds / 60 if minutes else seconds, total, marker="o", ms=3, label=label, color=colours[label])
+    for ax, name in zip(axes[0], names, strict=True):
         ax.set_xlabel("training time (minutes)" if minutes else "training time (s)")
-    ax.set_ylabel("held-out loss (total)")
-    ax.set_title(a.title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("held-out loss (total)")
+    if len(names) > 1:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    a.output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(a.output)
-    print(f"wrote {a.output}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output)
+    print(f"wrote {output}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("logs", nargs="+", type=Path)
+    p.add_argument("--labels", nargs="*", default=None)
+    p.add_argument("--panels", nargs="*", default=None, help="a panel name for each log (one subplot each)")
+    p.add_argument("--title", default="held-out loss against training time")
+    p.add_argument("-o", "--output", required=True, type=Path)
+    a = p.parse_args()
+    if a.panels and len(a.panels) != len(a.logs):
+        raise SystemExit(f"--panels: {len(a.panels)} names for {len(a.logs)} logs")
+    plot(a.logs, a.labels or [log.parent.name for log in a.logs], a.output, a.title, a.panels)
 
 
 if __name__ == "__main__":

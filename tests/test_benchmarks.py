@@ -82,3 +82,19 @@ def test_flicker_benchmark_writes_the_doc_and_the_strip(tmp_path: Path) -> None:
     doc = (tmp_path / "video-stability.md").read_text()
     assert "old table" not in doc and doc.endswith("kept notes\n") and "| clip.mp4 |" in doc
     assert (tmp_path / "strip.jpg").stat().st_size > 0
+
+
+def test_adaptation_report_tables_and_plots_the_runs_logs(tmp_path: Path) -> None:
+    """Fake logs of two paintings: the table reads the held-out loss at 5 and 10 minutes and compares the
+    last value with the from-scratch run's; the curves get one panel per painting."""
+    for painting in ("a", "b"):
+        (tmp_path / "runs" / painting).mkdir(parents=True)
+        for method, slope in (("adapt", 3.0), ("scratch", 1.0)):
+            recs = [{"holdout": True, "step": 10 * i, "elapsed": 120.0 * i, "total": 100.0 - slope * i}
+                    for i in range(1, 7)]
+            (tmp_path / "runs" / painting / f"{method}.log.jsonl").write_text(
+                "".join(json.dumps(r) + "\n" for r in recs))
+    out = _run("adaptation.py", str(tmp_path / "runs"), "-o", str(tmp_path / "docs"))
+    row = next(line for line in out.splitlines() if line.startswith("| a | norm-only"))
+    assert "| 60 | 12.0 min | 12.0 | 94.00 | 85.00 | 82.00 | -13% |" in row, row
+    assert (tmp_path / "docs" / "adaptation-curves.png").stat().st_size > 1000

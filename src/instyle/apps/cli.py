@@ -28,7 +28,7 @@ def _add_config_flags(p: argparse.ArgumentParser, *, overrides: bool = False) ->
     the card's value, or this machine's default for where-it-ran fields)."""
     from instyle.training.config import TrainConfig
 
-    types = {"int": int, "float": float, "str": str, "int | None": int, "float | None": float}
+    types = {"int": int, "float": float, "str": str, "int | None": int, "float | None": float, "str | None": str}
     for f in TrainConfig.flag_fields():
         meta = f.metadata
         if overrides and not meta["retrain"]:
@@ -42,6 +42,8 @@ def _add_config_flags(p: argparse.ArgumentParser, *, overrides: bool = False) ->
                 kw["choices"] = list(meta["choices"]())
             if meta["metavar"]:
                 kw["metavar"] = meta["metavar"]
+            if meta["const"] is not None:
+                kw.update(nargs="?", const=meta["const"])
         p.add_argument(TrainConfig.flag(f.name), **kw)
 
 
@@ -102,11 +104,16 @@ def _cmd_train(a: argparse.Namespace) -> int:
         content = str(default_data_dir() / "content")
         if not Path(content).is_dir():
             raise InstyleError("no --content folder given and no fetched data; run `instyle data fetch` first")
+    flags = {f.name: getattr(a, f.name) for f in TrainConfig.flag_fields()}
+    defaults = TrainConfig.default_values()
+    if a.adapt and (a.arch, a.norm) == (defaults["arch"], defaults["norm"]):  # the base decides the network
+        from instyle.training.adapt import base_card, base_network
+
+        flags.update(base_network(base_card(a.adapt)[1]))
     cfg = TrainConfig(
         style=styles[0] if len(styles) == 1 else styles, content=content, output=a.output,
         style_meta=metas[0] if len(metas) == 1 else metas, style_scales=a.style_scales, strokes=a.strokes,
-        init=str(resolve_model(a.init)) if a.init else None,
-        **{f.name: getattr(a, f.name) for f in TrainConfig.flag_fields()},
+        init=str(resolve_model(a.init)) if a.init else None, **flags,
     )
     card = train(cfg, resume=a.resume, restart=a.restart, progress=not a.quiet)
     last = card.metrics["final_train"]

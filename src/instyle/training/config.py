@@ -25,6 +25,10 @@ from instyle.losses.temporal import STABILITY_MARGIN
 from instyle.models import NORM_KINDS, list_models
 from instyle.models.card import MAX_STROKE_ROWS, STROKE_RANGE
 from instyle.models.registry import TEXTURE_ARCHS
+from instyle.training.adapt import ADAPT_INITS, DEFAULT_BASE
+
+# The --adapt schedule: only the affine trains, which takes a higher rate (measured in docs/adaptation.md).
+ADAPT_ITERS, ADAPT_LR, ADAPT_DECAY, ADAPT_EVAL_EVERY = 300, 1e-2, 100, 50
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 INF = float("inf")
@@ -33,15 +37,20 @@ INF = float("inf")
 def option(default: Any = dataclasses.MISSING, help: str = "", *, low: float | None = None,
            high: float | None = None, choices: Callable[[], Sequence[str]] | None = None, metavar: str | None = None,
            parse: Callable[[str], Any] | None = None, machine: bool = False, retrain: bool = False,
-           default_factory: Any = dataclasses.MISSING) -> Any:
+           default_factory: Any = dataclasses.MISSING, adapted: Any = None, const: Any = None) -> Any:
     """A ``TrainConfig`` field with what the CLI and the checks need to know about it.
 
     ``help`` makes it a flag of ``instyle train`` (``--name-with-dashes``); ``low``/``high`` bound it
     (inclusive; ``None`` values are always allowed for optional fields); ``choices`` lists its legal
     values lazily; ``machine`` marks where a run ran rather than what it learned (``instyle retrain``
-    does not copy it from the card); ``retrain`` also makes it an override flag of ``instyle retrain``."""
+    does not copy it from the card); ``retrain`` also makes it an override flag of ``instyle retrain``.
+    ``adapted``: the default under ``--adapt`` (the field then defaults to None, filled in by
+    ``TrainConfig``, so the card records the value used); ``const``: the value of the bare flag."""
     meta = {"help": help, "low": low, "high": high, "choices": choices, "metavar": metavar, "parse": parse,
-            "machine": machine, "retrain": retrain}
+            "machine": machine, "retrain": retrain, "adapted": adapted, "const": const}
+    if adapted is not None:
+        meta.update(scratch=default, help=f"{help} (default: {default:g}; with --adapt: {adapted:g})")
+        default = None
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -93,8 +102,8 @@ class TrainConfig:
     style_size: int = option(256, "long side of the style image (stroke scale)", low=32, high=4096)
     batch: int = option(4, "images per step", low=1, high=1024)
     iters: int = option(2000, "training steps (more steps on top of --init's)", low=1, high=10_000_000,
-                        retrain=True)
-    lr: float = option(1e-3, "Adam learning rate", low=1e-12, high=10.0)
+                        retrain=True, adapted=ADAPT_ITERS)
+    lr: float = option(1e-3, "Adam learning rate", low=1e-12, high=10.0, adapted=ADAPT_LR)
     grad_clip: float | None = option(None, "clip the gradient norm to this (off by default)", low=1e-12, high=INF)
     seed: int = option(0, "seed of the data order, the crops and the initial weights", low=0, high=2**63 - 1)
     temporal_weight: float = option(0.0, "weight of the video-stability term: a shifted, noisier copy of each crop "
@@ -109,7 +118,8 @@ class TrainConfig:
     workers: int | str = option(0, "data loader worker processes, or auto (one per spare core, at most 4)",
                                 parse=parse_workers, machine=True, retrain=True)
     holdout: int = option(8, "content photos kept out for the held-out curve", low=0, high=100_000)
-    eval_every: int = option(200, "steps between held-out evaluations", low=1, high=10_000_000)
+    eval_every: int = option(200, "steps between held-out evaluations", low=1, high=10_000_000,
+                             adapted=ADAPT_EVAL_EVERY)
     checkpoint_every: int = option(200, "steps between checkpoints", low=1, high=10_000_000)
     log_every: int = option(10, low=1, high=10_000_000)  # steps between log lines (no flag)
     noise_channels: int = option(0, "U(0, 1) noise channels concatenated to the photo: a generator g(x, z) whose "
@@ -129,7 +139,14 @@ class TrainConfig:
     warmup: int | None = option(None, "linear learning-rate warm-up steps (default: 100 with --init, none otherwise)",
                                 low=0, high=10_000_000, metavar="STEPS")
     decay: int = option(0, "anneal the learning rate to 0 over the last STEPS steps (cosine); settles the weights",
-                        low=0, high=10_000_000, metavar="STEPS")
+                        low=0, high=10_000_000, metavar="STEPS", adapted=ADAPT_DECAY)
+    adapt: str | None = option(None, "start from a trained instance-norm model (a file or a zoo name; bare: the "
+                                     f"zoo's johnson trunk, {DEFAULT_BASE}) and train only its norm layers' scale "
+                                     "and shift: a new style in minutes on a CPU", const=DEFAULT_BASE,
+                               metavar="BASE")
+    adapt_init: str = option("mean", "with --adapt: start the scale and shift from the mean over the base's "
+                                     "jointly trained zoo styles, or from the base's own",
+                             choices=lambda: list(ADAPT_INITS))
     keep_best: bool = option(False, "write the weights of the best held-out evaluation instead of the last "
                                     "step's (a late loss spike then costs nothing; needs held-out photos)")
     compile: bool = option(False, "torch.compile the training step: the first step compiles for a minute or two, "
@@ -143,6 +160,21 @@ class TrainConfig:
         self.compile = self.compile or self.cuda_graphs  # CUDA graphs replay the compiled step
         if self.noise_channels:  # the card's arch_kwargs rebuild the network: it must say so there
             self.arch_kwargs = {**self.arch_kwargs, "noise_channels": self.noise_channels}
+        for name, value in self.recipe_defaults(self.adapt).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+
+    @classmethod
+    def recipe_defaults(cls, adapt: str | None) -> dict[str, Any]:
+        """The defaults that depend on the recipe: from scratch, or adapting a base (``adapt``)."""
+        return {f.name: f.metadata["adapted"] if adapt else f.metadata["scratch"]
+                for f in dataclasses.fields(cls) if f.metadata.get("adapted") is not None}
+
+    @classmethod
+    def default_values(cls, adapt: str | None = None) -> dict[str, Any]:
+        """Every field's default for a run with (or without) ``adapt``: what a card's command may omit."""
+        plain = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+        return {**plain, **cls.recipe_defaults(adapt)}
 
     @staticmethod
     def flag(name: str) -> str:
@@ -169,6 +201,10 @@ class TrainConfig:
                 raise InstyleError(f"{flag} must be at least {meta['low']:g}{high}, got {value!r}")
         if self.diversity and not self.arch_kwargs.get("noise_channels"):
             raise InstyleError("--diversity needs a generator that sees noise: add --noise-channels 3")
+        if self.adapt and self.init:
+            raise InstyleError("--adapt and --init exclude each other (--adapt starts from its base)")
+        if self.adapt and len(self.style_files()) > 1:
+            raise InstyleError("--adapt trains one style; give one --style")
         if self.decay > self.iters:
             raise InstyleError(f"--decay ({self.decay}) cannot exceed --iters ({self.iters})")
         if self.temporal_weight and 2 * (self.temporal_shift + STABILITY_MARGIN) >= self.size:

@@ -35,6 +35,7 @@ from instyle.models.card import ModelCard
 from instyle.models.layers import with_noise
 from instyle.models.modelfile import card_path, load_weights, read_card, save_model
 from instyle.models.norms import broadcast_rows
+from instyle.training.adapt import init_adapted
 from instyle.training.checkpoints import check_run_state, load_checkpoint, save_checkpoint
 from instyle.training.config import TrainConfig, autocast, resolve_precision
 from instyle.training.distributed import (
@@ -52,7 +53,8 @@ from instyle.training.inputs import content_split, load_style_tensor, split_path
 
 _RESUME_KEYS = ("style", "arch", "norm", "loss", "size", "batch", "seed", "lr", "content_weight",
                 "style_weight", "tv_weight", "style_size", "arch_kwargs", "style_scales", "diversity",
-                "diversity_copies", "strokes", "temporal_weight", "temporal_shift", "temporal_noise")
+                "diversity_copies", "strokes", "temporal_weight", "temporal_shift", "temporal_noise", "adapt",
+                "adapt_init")
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -114,7 +116,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
     amp_dtype = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
 
-    model = create_model(cfg.arch, norm=cfg.norm, styles=rows, **cfg.arch_kwargs).to(device).train()
+    model = create_model(cfg.arch, norm=cfg.norm, styles=rows, **cfg.arch_kwargs).train()
+    # --adapt: the base's weights, the affine's start, everything else frozen (a resume then loads
+    # its checkpoint over them); the optimizer below sees only what still trains.
+    adapted = init_adapted(model, cfg.adapt, cfg.adapt_init, {
+        "arch": cfg.arch, "norm": cfg.norm, "arch_kwargs": cfg.arch_kwargs}) if cfg.adapt else None
+    model = model.to(device)
     loss_cfg = get_preset(cfg.loss)
     for name in ("content_weight", "style_weight", "tv_weight"):
         if getattr(cfg, name) is not None:
@@ -126,7 +133,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
     # the second forward pass exists only with a weight: a plain run is today's, bit for bit
     stability = StabilityLoss(cfg.temporal_weight, cfg.temporal_shift, cfg.temporal_noise) \
         if cfg.temporal_weight else None
-    guard = StepGuard(model.parameters(), cfg.lr, device, fp16=amp_dtype == torch.float16)
+    guard = StepGuard([p for p in model.parameters() if p.requires_grad], cfg.lr, device,
+                      fp16=amp_dtype == torch.float16)
     opt = guard.opt
 
     dataset = CropDataset(train_files, cfg.size, seed=cfg.seed)
@@ -145,6 +153,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
         log_path.unlink(missing_ok=True)  # a new run (--restart, or none to continue) starts a new log
         ckpt_path.unlink(missing_ok=True)
     state["config"] = dataclasses.asdict(cfg)
+    if adapted:
+        state["adapt"] = adapted
     state.setdefault("start", 0)  # checkpoints of earlier versions have none
     end = state["start"] + cfg.iters
 
@@ -172,6 +182,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
     compiled = cfg.compile or cfg.cuda_graphs
     fwd_net, fwd_loss = compiled_step_modules(net, criterion, cfg.cuda_graphs) if compiled else (net, criterion)
     t0 = time.perf_counter() - state["elapsed"]
+    held: dict[str, str] = {}  # the last held-out total, shown beside the training loss terms
     while state["step"] < end:
         if cfg.cuda_graphs:  # the last step's graph outputs (read below, at its log step) may now be reused
             torch.compiler.cudagraph_mark_step_begin()
@@ -212,7 +223,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
             state["last"] = rec
             if main:
                 _append_log(log_path, rec)
-            bar.set_postfix({k: f"{rec[k]:.3g}" for k in MAIN_TERMS})
+            bar.set_postfix({**{k: f"{rec[k]:.3g}" for k in MAIN_TERMS}, **held})
             if on_log:
                 on_log(rec)
         if hold is not None and (step % cfg.eval_every == 0 or step == end):
@@ -229,6 +240,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
                 state["holdout_curve"].append(rec)
                 _append_log(log_path, {"holdout": True, **rec})
                 totals.append(rec["total"])
+            held = {"held-out": f"{sum(totals) / len(totals):.3g}"}
             if cfg.keep_best:
                 keep_if_best(state, best, model, step, sum(totals) / len(totals))
         bar.update(1)
@@ -416,6 +428,7 @@ def _model_card(cfg: TrainConfig, loss: dict[str, Any], state: dict[str, Any], d
         "weights_step": state.get("weights_step", state["step"]),  # earlier than steps with keep_best
         **({"best_holdout": state["best"]} if "best" in state else {}),
         **({"init": state["init"]} if "init" in state else {}),
+        **({"adapt": state["adapt"]} if "adapt" in state else {}),
         "wall_time_s": round(state["elapsed"], 1),
         "machine": machine_description(),
         "device": str(device),

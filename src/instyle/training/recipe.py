@@ -16,6 +16,7 @@ from instyle.core.errors import InstyleError
 from instyle.core.files import sha256_file
 from instyle.data.fetch import default_data_dir, style_path
 from instyle.models.card import ModelCard
+from instyle.training.adapt import check_same_base
 from instyle.training.config import TrainConfig
 
 # Where a run ran rather than what it learned: a retrain takes this machine's values, not the card's.
@@ -51,7 +52,7 @@ def train_command(card: ModelCard, output: str | None = None, train: dict[str, A
     """The ``instyle train`` command line that reproduces the run (fetched styles by slug); ``train``
     replaces the card's record (``instyle retrain`` prints what it will run)."""
     train = _from_scratch(card) if train is None else train
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    defaults = TrainConfig.default_values(train.get("adapt"))
     args = ["instyle", "train"]
     for path in _train_styles(train):
         p = Path(path)
@@ -91,6 +92,8 @@ def config_from_card(card: ModelCard, output: str | Path, content: str | Path | 
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     kw.update(style=styles[0] if len(styles) == 1 else styles, output=str(output),
               content=str(content if content is not None else root / "content"))
+    if kw.get("adapt") and card.data.get("adapt"):
+        check_same_base(card.data["adapt"], kw["adapt"])
     kw.update(overrides)
     if "iters" in overrides:  # a shorter retrain (a quick check) anneals over at most its own steps
         kw["decay"] = min(kw.get("decay", 0), overrides["iters"])
