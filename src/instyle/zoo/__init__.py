@@ -4,6 +4,7 @@ that nothing that stylizes every shipped style (``make demo``, the gallery, the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from instyle.core.errors import InstyleError
@@ -31,29 +32,27 @@ def list_textures() -> dict[str, ModelCard]:
     return _cards(TEXTURE_DIR)
 
 
-def resolve_texture(name_or_path: str | Path) -> Path:
-    """A path to a texture model file, or the name of a shipped texture network."""
+def _resolve(name_or_path: str | Path, folder: Path, kind: str, names: Callable[[], dict[str, ModelCard]],
+             hint: str) -> Path:
+    """A model file path as given, or a shipped model's file by name; else one line listing the names."""
     path = Path(name_or_path)
     if path.suffix == ".safetensors" or path.exists():
         if not path.is_file():
             raise InstyleError(f"{path}: no such model file")
         return path
-    shipped = TEXTURE_DIR / f"{name_or_path}.safetensors"
+    shipped = folder / f"{name_or_path}.safetensors"
     if shipped.is_file():
         return shipped
-    names = ", ".join(list_textures()) or "none shipped yet; train one with `instyle texture train`"
-    raise InstyleError(f"unknown texture {str(name_or_path)!r} (available: {names})")
+    raise InstyleError(f"unknown {kind} {str(name_or_path)!r} (available: {', '.join(names()) or hint})")
+
+
+def resolve_texture(name_or_path: str | Path) -> Path:
+    """A path to a texture model file, or the name of a shipped texture network."""
+    return _resolve(name_or_path, TEXTURE_DIR, "texture", list_textures,
+                    "none shipped yet; train one with `instyle texture train`")
 
 
 def resolve_model(name_or_path: str | Path) -> Path:
     """A path to a model file, or the name of a shipped style."""
-    path = Path(name_or_path)
-    if path.suffix == ".safetensors" or path.exists():
-        if not path.is_file():
-            raise InstyleError(f"{path}: no such model file")
-        return path
-    shipped = ZOO_DIR / f"{name_or_path}.safetensors"
-    if shipped.is_file():
-        return shipped
-    names = ", ".join(list_styles()) or "none shipped yet; train one with `instyle train`"
-    raise InstyleError(f"unknown style {str(name_or_path)!r} (available: {names})")
+    return _resolve(name_or_path, ZOO_DIR, "style", list_styles,
+                    "none shipped yet; train one with `instyle train`")
