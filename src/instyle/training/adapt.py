@@ -29,8 +29,9 @@ from instyle.models.registry import create_model
 from instyle.zoo import ZOO_DIR, resolve_model
 
 # The zoo's johnson trunk. Every shipped full ``johnson`` style holds the same convolutions (one joint
-# run); starry-night is that run's first style and the README's example, so it names the trunk.
-DEFAULT_BASE = "starry-night"
+# run); great-wave names it because starry-night was later fine-tuned into stroke rows (its convolutions
+# moved off the trunk), and great-wave is the joint run's next style.
+DEFAULT_BASE = "great-wave"
 ADAPT_INITS = ("mean", "base")  # the new style's affine starts from the trunk's styles' mean, or the base's own
 ADAPTABLE_NORMS = ("instance", "instance-running")
 
