@@ -119,6 +119,19 @@ def _batches(frames: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
+def _open_video(av: Any, path: Path) -> Any:
+    """An opened container with a video stream, or one line saying why not (closed again on refusal):
+    the one check that stylizing and reading frames share."""
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as exc:
+        raise InstyleError(f"{path}: not a readable video ({exc})") from None
+    if not container.streams.video:
+        container.close()
+        raise InstyleError(f"{path}: has no video stream")
+    return container
+
+
 def stylize_video(stylizer: Any, src: str | Path, dst: str | Path, *, batch: int = 4, max_side: int | None = None,
                   crf: int = 18, progress: bool = True, log: Callable[[str], None] | None = None,
                   smooth: float = 0.0, flicker_metric: bool = False, **controls: Any) -> VideoReport:
@@ -144,13 +157,7 @@ def stylize_video(stylizer: Any, src: str | Path, dst: str | Path, *, batch: int
     check_output_path(dst)
     vcodec, acodec = _video_codec(av, dst), _audio_codec(av, dst)
     start = time.perf_counter()
-    try:
-        inp = av.open(str(src))
-    except av.FFmpegError as exc:
-        raise InstyleError(f"{src}: not a readable video ({exc})") from None
-    with inp:
-        if not inp.streams.video:
-            raise InstyleError(f"{src}: has no video stream")
+    with _open_video(av, src) as inp:
         vin = inp.streams.video[0]
         vin.thread_type = "AUTO"
         ain = inp.streams.audio[0] if inp.streams.audio else None
@@ -263,13 +270,7 @@ def read_frames(path: str | Path, size: tuple[int, int] | None = None,
     path = Path(path)
     if not path.is_file():
         raise InstyleError(f"{path}: no such video file")
-    try:
-        container = av.open(str(path))
-    except av.FFmpegError as exc:
-        raise InstyleError(f"{path}: not a readable video ({exc})") from None
-    with container:
-        if not container.streams.video:
-            raise InstyleError(f"{path}: has no video stream")
+    with _open_video(av, path) as container:
         w, h = size or (None, None)
         for i, frame in enumerate(container.decode(video=0)):
             if limit is not None and i >= limit:
