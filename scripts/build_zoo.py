@@ -65,6 +65,12 @@ models. We did it this way for compute: on the 2-core CPU a 256 px, batch-4 step
 run took about three hours (below). The price is that each style saw about 1/9 of the 15 200
 training crops, some 1700 each.
 
+Styles with **stroke rows** (the table's last column; `--stroke`, docs/strokes.md) were then
+fine-tuned from their shipped single-row model with `--strokes`: each row is its own scale and
+shift, one per stroke size, and a size between two rows interpolates them. Their held-out numbers
+are at the default stroke, under the fine-tune's own objective (`johnson-balanced`), so they do not
+compare with the other rows of the table.
+
 ![held-out loss curves](zoo-curves.png)
 
 Dotted lines: where a run was continued from its weights (`--init`, see the cards' notes).
@@ -92,6 +98,8 @@ def curves_figure(cards: dict[str, dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for name, card in cards.items():
         curve = card["metrics"]["holdout_curve"]
+        if card.get("strokes"):  # one row per stroke at each step: draw the default stroke's
+            curve = [r for r in curve if r.get("stroke") == card["defaults"].get("stroke")]
         steps = [r["step"] for r in curve]
         style = "--" if card["arch"] == "johnson-half" else "-"
         for ax, term in zip(axes, ("total", "style", "content"), strict=True):
@@ -112,15 +120,28 @@ def curves_figure(cards: dict[str, dict], path: Path) -> None:
 
 def zoo_table(cards: dict[str, dict]) -> str:
     """The markdown table of docs/zoo.md, from the shipped cards only."""
-    lines = ["| name | net | style (source package, license) | steps | held-out style / content | strength | scale |",
-             "|---|---|---|---:|---|---:|---:|"]
+    lines = ["| name | net | style (source package, license) | steps | held-out style / content | strength | scale "
+             "| stroke rows |", "|---|---|---|---:|---|---:|---:|---|"]
     for name, card in cards.items():
-        st, final = card["style"], card["metrics"]["holdout_final"]
+        st, final = card["style"], _final_at_default(card)
         d = card["defaults"]
+        rows = ", ".join(f"{s:g}" for s in card["strokes"]) if card.get("strokes") else "-"
         lines.append(f"| `{name}` | {card['arch']} | {st.get('title', st['file'])} ({st.get('package', '?')}, "
                      f"{st.get('license', '?')}) | {card['steps']} | {final['style']:.1f} / {final['content']:.1f} | "
-                     f"{d['strength']:g} | {d['scale']:g} |")
+                     f"{d['strength']:g} | {d['scale']:g} | {rows} |")
     return "\n".join(lines) + "\n"
+
+
+def _final_at_default(card: dict) -> dict:
+    """The last held-out point; for a model with stroke rows, the one at its default stroke (each
+    row is evaluated separately, and the card's ``holdout_final`` is simply the last row's)."""
+    curve = card["metrics"].get("holdout_curve") or []
+    stroke = card["defaults"].get("stroke")
+    if card.get("strokes") and curve:
+        last = [r for r in curve if r["step"] == curve[-1]["step"] and r.get("stroke") == stroke]
+        if last:
+            return last[0]
+    return card["metrics"]["holdout_final"]
 
 
 def runs_summary(cards: dict[str, dict]) -> str:
@@ -131,7 +152,10 @@ def runs_summary(cards: dict[str, dict]) -> str:
     out = []
     for card in runs.values():
         n = card.get("joint", {}).get("styles")
-        out.append(f"* `{card['arch']}`, {len(n) if n else 1} style(s), {card['steps']} steps of batch "
+        init = card.get("init") or {}
+        steps = (f"{card['steps'] - init['steps']} steps from `{init['file']}` (itself {init['steps']} steps), "
+                 if init.get("steps") and card.get("strokes") else f"{card['steps']} steps ")
+        out.append(f"* `{card['arch']}`, {len(n) if n else 1} style(s), {steps}of batch "
                    f"{card['train']['batch']} at {card['train']['size']} px: {card['wall_time_s'] / 60:.0f} min on "
                    f"{card['machine']} ({card['device']}, {card['precision']}).\n  `{card['command']}`")
     return "\n".join(out) + "\n"
@@ -142,11 +166,22 @@ def main() -> None:
     from instyle.zoo import ZOO_DIR
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", type=Path, required=True, help="folder of the joint johnson run")
+    p.add_argument("--run", type=Path, help="folder of the joint johnson run")
+    p.add_argument("--docs-only", action="store_true",
+                   help="rewrite docs/zoo.md and the curves from the shipped cards (after a model was replaced)")
     p.add_argument("--fast-run", type=Path, default=None, help="folder of the joint johnson-half run")
     p.add_argument("--dest", type=Path, default=ZOO_DIR)
     p.add_argument("--curves", type=Path, default=Path("docs/zoo-curves.png"))
     a = p.parse_args()
+    if a.docs_only:
+        names = [*CATALOG, *(f"{slug}-fast" for slug in FAST)]
+        cards = {n: json.loads((a.dest / f"{n}.json").read_text()) for n in names if (a.dest / f"{n}.json").is_file()}
+        curves_figure(cards, a.curves)
+        write_doc(cards, Path("docs/zoo.md"))
+        print("docs: docs/zoo.md")
+        return
+    if a.run is None:
+        p.error("--run is required (or --docs-only)")
     shipped = {}
     for slug, (desc, strength, scale) in CATALOG.items():
         out = ship(a.run / f"{slug}.safetensors", slug, desc, strength=strength, scale=scale, dest=a.dest,

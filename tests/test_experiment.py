@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +14,8 @@ from instyle.experiments.in_vs_bn import PRESETS, VARIANTS
 
 
 @pytest.mark.slow
-def test_smoke_preset_writes_a_full_report(photos_dir: Path, style_image: Path, tmp_path: Path) -> None:
+def test_smoke_preset_writes_a_full_report(photos_dir: Path, style_image: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     out, work = tmp_path / "report", tmp_path / "work"
     second_style = tmp_path / "second.png"
     shutil.copy(style_image, second_style)
@@ -61,3 +63,16 @@ def test_smoke_preset_writes_a_full_report(photos_dir: Path, style_image: Path, 
     assert [r["total"] for r in rescored["per_run"]] == [r["total"] for r in res["per_run"]]
     for style, ceiling in res["gatys"].items():
         assert rescored["gatys"][style]["total"] == pytest.approx(ceiling["total"], rel=1e-3)
+
+    # --recorded-only: an interim report of the seeds already recorded, training nothing; a preset
+    # with a second, untrained seed reports the first and says so
+    monkeypatch.setitem(PRESETS, "smoke", dataclasses.replace(p, seeds=(0, 1)))
+    assert main([*args, "--recorded-only"]) == 0
+    assert not (work / "models").exists()
+    interim = json.loads((out / "results.json").read_text())
+    assert interim["config"]["seeds"] == [0] and interim["planned_seeds"] == [0, 1]
+    assert [r["total"] for r in interim["per_run"]] == [r["total"] for r in res["per_run"]]
+    assert "interim report" in (out / "in-vs-bn.md").read_text()
+    next(iter((out / "runs").glob("*-s0.json"))).unlink()
+    assert main([*args, "--recorded-only"]) == 2
+    assert not (work / "models").exists()

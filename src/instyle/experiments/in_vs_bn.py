@@ -115,8 +115,12 @@ def default_out(preset_name: str) -> Path:
 
 
 def run(preset_name: str, out: Path, *, work: Path | None = None, content: Path | None = None,
-        style_files: Sequence[Path] | None = None, log: Callable[[str], None] = print, progress: bool = True) -> Path:
+        style_files: Sequence[Path] | None = None, log: Callable[[str], None] = print, progress: bool = True,
+        recorded_only: bool = False) -> Path:
     """Train what is missing, evaluate everything, write the report into ``out``; returns its path.
+
+    ``recorded_only`` trains nothing: the report covers the seeds whose runs are all recorded in
+    ``out/runs`` (a long preset's interim report; the same command without it continues the rest).
 
     Trained networks, logs and the ceilings are kept under ``work`` (default ``runs/in-vs-bn-PRESET``)
     and reused on a re-run, so a killed experiment continues where it stopped. Each evaluated run is
@@ -127,9 +131,11 @@ def run(preset_name: str, out: Path, *, work: Path | None = None, content: Path 
         raise InstyleError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
     p = PRESETS[preset_name]
     if content is None:
-
         content = fetch_dataset() / "content"
     styles = _resolve_styles(p.styles, style_files)
+    planned_seeds = p.seeds
+    if recorded_only:
+        p = dataclasses.replace(p, seeds=_recorded_seeds(out, p, list(styles)))
     files = list_images([content])
     if len(files) < p.holdout + p.batch + p.curve_photos:
         raise InstyleError(f"{content}: {len(files)} photos is too few for preset {preset_name!r}")
@@ -154,14 +160,18 @@ def run(preset_name: str, out: Path, *, work: Path | None = None, content: Path 
         columns: list[tuple[str, list[Any]]] = [
             ("photo", [tensor_to_pil(photos[i]) for i in fig_rows]),
             ("Gatys (per image)", [tensor_to_pil(ceiling_images["lbfgs"][i]) for i in fig_rows])]
-        for gen in p.generators:
-            for seed in p.seeds:
+        # seed-major: a run stopped part-way has already compared both generators at the first seed
+        for seed in p.seeds:
+            for gen in p.generators:
                 for norm in ("batch", "instance"):
                     stem = f"{gen}-{style}-{norm}-s{seed}"
                     rec = _run_record(out, stem, criterion, photos, fig_rows, log, progress,
                                       _train_config(p, style_file, train_dir, work / "models" / stem, gen, norm, seed))
                     records[(gen, style, seed)] = {**records.get((gen, style, seed), {}), norm: rec}
-                    per_run += [{"generator": gen, "style_name": style, "seed": seed, **row} for row in rec["rows"]]
+        for gen in p.generators:
+            for seed in p.seeds:
+                per_run += [{"generator": gen, "style_name": style, "seed": seed, **row}
+                            for norm in ("batch", "instance") for row in records[(gen, style, seed)][norm]["rows"]]
                 if seed == p.seeds[0]:
                     strips = {n: _load_strip(out / "runs" / records[(gen, style, seed)][n]["figure"], len(fig_rows))
                               for n in ("batch", "instance") if records[(gen, style, seed)][n].get("figure")}
@@ -184,8 +194,18 @@ def run(preset_name: str, out: Path, *, work: Path | None = None, content: Path 
                "train_time_s": round(sum(r[n]["wall_time_s"] for r in records.values() for n in r), 1),
                "style_files": {name: str(f) for name, f in styles.items()},
                "gatys": ceilings["lbfgs"], "adam": ceilings["adam"], "speed": speed, "per_run": per_run,
-               "curves": _curve_summary(records, p)}
+               "curves": _curve_summary(records, p), "planned_seeds": list(planned_seeds)}
     return _write_report(results, list(styles), out, log)
+
+
+def _recorded_seeds(out: Path, p: Preset, styles: Sequence[str]) -> tuple[int, ...]:
+    """The seeds whose every (style, generator, norm) run has a record under ``out/runs``."""
+    done = tuple(seed for seed in p.seeds
+                 if all((out / "runs" / f"{gen}-{style}-{norm}-s{seed}.json").is_file()
+                        for style in styles for gen in p.generators for norm in ("batch", "instance")))
+    if not done:
+        raise InstyleError(f"{out / 'runs'}: no seed has all its runs recorded yet; run without --recorded-only")
+    return done
 
 
 def _write_report(results: dict[str, Any], styles: Sequence[str], out: Path, log: Callable[[str], None]) -> Path:
@@ -471,7 +491,10 @@ def render_report(res: dict[str, Any], styles: Sequence[str]) -> str:
         "",
         "## Setup",
         "",
-        f"- Generators: {', '.join(gens)}; styles: {', '.join(styles)}; seeds: {', '.join(map(str, p['seeds']))}.",
+        f"- Generators: {', '.join(gens)}; styles: {', '.join(styles)}; seeds: {', '.join(map(str, p['seeds']))}"
+        + (f" (**interim report**: {len(p['seeds'])} of the preset's {len(res['planned_seeds'])} seeds are trained; "
+           f"the same command without `--recorded-only` trains the rest and rewrites this file)"
+           if len(res.get("planned_seeds", p["seeds"])) > len(p["seeds"]) else "") + ".",
         f"- Each (generator, style, seed) trained twice, `--norm batch` and `--norm instance`, with the same seed, "
         f"data order, loss (`{p['loss']}` preset) and schedule: {p['iters']} Adam steps (lr {p['lr']}), batch "
         f"{p['batch']}, {p['size']} px crops, style image {p['style_size']} px, precision `{p['precision']}`, "
