@@ -35,34 +35,40 @@ from instyle.training.texture import sample_losses, seam_ratios, texture_loss_co
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+")
-    ap.add_argument("--texture", required=True, help="the texture image or fetched slug the models learned")
+    ap.add_argument("--texture", default=None,
+                    help="the texture image or fetched slug the models learned (default: each card's own)")
     ap.add_argument("-o", "--output", required=True, help="the sample grid picture")
     ap.add_argument("--json", default=None)
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--lbfgs-steps", type=int, default=150)
     a = ap.parse_args()
-    texture = Path(a.texture) if Path(a.texture).is_file() else style_path(a.texture)
     torch.manual_seed(0)
 
     results: list[dict[str, object]] = []
     rows: list[list[Image.Image]] = []
-    optimum: float | None = None
+    optima: dict[tuple[str, int, int, object], float] = {}
     for path in a.models:
         model, card = load_model(path)
         train = card.train or {}
+        name = a.texture or train["texture"]
+        texture = Path(name) if Path(name).is_file() else style_path(Path(name).stem)
         size, tsize = int(train["size"]), int(train["texture_size"])
         criterion = PerceptualLoss(texture_loss_config(train.get("style_weight"), 0.0)).eval()
         criterion.set_style(load_style_tensor(texture, tsize))
-        if optimum is None:  # the same loss for every model (same texture, size, weight): optimise once
+        key = (str(texture), size, tsize, train.get("style_weight"))
+        if key not in optima:  # the same loss (texture, sizes, weight) is optimised once
             t0 = time.perf_counter()
-            optimum = texture_optimum(criterion, size, a.lbfgs_steps)[1]
-            print(f"L-BFGS optimum ({a.lbfgs_steps} evaluations, {time.perf_counter() - t0:.0f} s): {optimum:.4g}")
+            optima[key] = texture_optimum(criterion, size, a.lbfgs_steps)[1]
+            print(f"{texture.stem}: L-BFGS optimum ({a.lbfgs_steps} evaluations, {time.perf_counter() - t0:.0f} s): "
+                  f"{optima[key]:.4g}")
+        optimum = optima[key]
         samples = torch.cat([model.sample(1, size, size, seed=s) for s in range(a.samples)])
         losses = sample_losses(criterion, samples)
         tiles = model.sample(a.samples, 2 * size, 2 * size, seed=100, tile=True)
         col, row = seam_ratios(tiles, model.size_multiple)
         rec = {
-            "model": Path(path).name, "diversity": card.data.get("diversity"), "steps": card.steps,
+            "model": Path(path).name, "texture": texture.stem, "diversity": card.data.get("diversity"),
+            "steps": card.steps,
             "wall_time_s": card.wall_time_s, "size": size,
             "sample_loss_mean": sum(losses) / len(losses), "sample_loss_max": max(losses),
             "lbfgs_loss": optimum, "loss_ratio": sum(losses) / len(losses) / optimum,
@@ -80,7 +86,8 @@ def main() -> None:
                 repeated.paste(tile, (dx, dy))
         rows.append([load_image(texture).rgb, *big, repeated])
     labels = ["texture", *(f"seed {s}" for s in range(4)), "--tile, 2x2"]
-    sheet = contact_sheet(rows, labels, [f"lambda={r['diversity']}" for r in results], cell=160)
+    row_labels = [f"lambda={r['diversity']}" if a.texture else f"{Path(str(r['model'])).stem}" for r in results]
+    sheet = contact_sheet(rows, labels, row_labels, cell=160)
     save_image(sheet, a.output, quality=90)
     if a.json:
         atomic_write_text(Path(a.json), json.dumps(results, indent=1) + "\n")

@@ -55,7 +55,9 @@ def test_smoke_preset_writes_a_full_report(photos_dir: Path, style_image: Path, 
     assert (out / "grid-stripes.png").stat().st_size > 1000
 
     # --rescore recomputes the ceiling only; a corrupt cached ceiling is recomputed, not trusted
-    for cached in work.glob("gatys-*-lbfgs.safetensors"):
+    kept = sorted((out / "runs").glob("gatys-*.safetensors"))
+    assert len(kept) == 2 * 2, "an fp16 copy of each ceiling (2 styles x L-BFGS, Adam) beside the run records"
+    for cached in [*work.glob("gatys-*-lbfgs.safetensors"), *(out / "runs").glob("gatys-*-lbfgs.safetensors")]:
         cached.write_bytes(b"not a tensor file")
     assert main(["experiment", "in-vs-bn", "--preset", "smoke", "--rescore", "--out", str(out), "--work", str(work),
                  "--content", str(photos_dir)]) == 0

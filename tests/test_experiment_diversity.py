@@ -8,11 +8,12 @@ from pathlib import Path
 from instyle.experiments.diversity import PRESETS, answers, run, summarise
 
 
-def test_smoke_preset_writes_a_report_figures_and_reuses_its_networks(style_image: Path, tmp_path: Path,
-                                                                      one_thread: None) -> None:
+def test_smoke_preset_writes_a_report_figures_and_reuses_its_networks(style_image: Path, photos_dir: Path,
+                                                                      tmp_path: Path, one_thread: None) -> None:
     out, work = tmp_path / "out", tmp_path / "work"
-    run("smoke", out, work=work, texture_files=[style_image], vgg_weights="random", log=lambda _: None,
-        progress=False)
+    kwargs = {"work": work, "texture_files": [style_image], "content": photos_dir, "style_file": style_image,
+              "vgg_weights": "random", "log": lambda _: None, "progress": False}
+    run("smoke", out, **kwargs)
     p = PRESETS["smoke"]
     res = json.loads((out / "diversity.json").read_text())
     assert len(res["runs"]) == 2 * len(p.lambdas) * len(p.seeds)
@@ -26,9 +27,23 @@ def test_smoke_preset_writes_a_report_figures_and_reuses_its_networks(style_imag
     assert all((out / f).stat().st_size > 1000 for f in res["figures"])
     models = sorted((work / "models").glob("*.safetensors"))
     assert len(models) == len(res["runs"])
+
+    # the stylization half: one g(x, z) per (lambda, seed), scored on held-out photos under several noises
+    q = p.photos
+    assert q is not None
+    assert len(res["photo_runs"]) == len(q.lambdas) * len(q.seeds)
+    for r in res["photo_runs"]:
+        assert r["total"] > 0 and r["diversity"] > 0, "an untrained g(x, z) still varies with its noise"
+    assert [r["lambda"] for r in res["photo_summary"]] == list(q.lambdas)
+    assert "## Stylization: g(x, z)" in report and res["photo_figure"] in report
+    assert (out / res["photo_figure"]).stat().st_size > 1000
+    trained = {f.name for f in (work / "photos" / "train_content").iterdir()}
+    assert len(trained) == 12 - q.holdout, "the held-out photos are not in the training folder"
+    models += sorted((work / "photos" / "models").glob("*.safetensors"))
+    assert len(models) == len(res["runs"]) + len(res["photo_runs"])
+
     stamps = [m.stat().st_mtime_ns for m in models]
-    run("smoke", out, work=work, texture_files=[style_image], vgg_weights="random", log=lambda _: None,
-        progress=False)
+    run("smoke", out, **kwargs)
     assert [m.stat().st_mtime_ns for m in models] == stamps, "a rerun reuses the trained networks"
 
 
@@ -41,3 +56,30 @@ def test_summary_and_answers_read_the_gain_and_cost_off_the_runs() -> None:
     assert top["diversity_gain"] == 2.0 and abs(top["loss_cost"] - 0.1) < 1e-9
     text = "\n".join(answers(rows))
     assert "2.00×, higher" in text and "+10%" in text and "instance norm is ahead" in text
+
+
+def test_photo_diversity_is_zero_for_a_generator_that_ignores_its_noise() -> None:
+    import torch
+
+    from instyle.experiments.diversity_photos import noisy_outputs
+    from instyle.losses.diversity import mean_pairwise_distance
+
+    class Ignores(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x[:, :3] * self.w
+
+    class Uses(Ignores):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x[:, 3:] * self.w
+
+    photos = torch.rand(2, 3, 8, 8)
+    for model, collapsed in ((Ignores(), True), (Uses(), False)):
+        outs = noisy_outputs(model, photos, 3, 3)
+        d = mean_pairwise_distance(torch.stack([o[0] for o in outs]))
+        assert (d == 0) == collapsed
+    again = noisy_outputs(Uses(), photos, 3, 3)
+    assert all(torch.equal(a, b) for a, b in zip(outs, again, strict=True)), "fixed noise seeds"

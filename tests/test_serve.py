@@ -232,23 +232,25 @@ def test_texture_tab_samples_and_downloads(live_server: str, tmp_path: Path) -> 
             expect(texture.locator("img")).to_have_js_property("complete", True)
             texture.click()
             expect(texture).to_have_attribute("aria-checked", "true")
-            page.fill("#texture-width", "96")
-            page.fill("#texture-height", "64")
+            w, h = (256, 192) if os.environ.get("INSTYLE_DOCS_TEXTURE") else (96, 64)  # the docs picture: larger
+            page.fill("#texture-width", str(w))
+            page.fill("#texture-height", str(h))
             page.fill("#texture-seed", "7")
             page.check("#texture-tile")
             page.click("#texture-go")
             expect(page.locator("#texture-status")).to_contain_text("Done", timeout=30_000)
             size = page.eval_on_selector("#texture-out", "img => [img.naturalWidth, img.naturalHeight]")
-            assert size == [96, 64]
-            expect(page.locator("#texture-tiled")).to_have_js_property("width", 192)
+            assert size == [w, h]
+            expect(page.locator("#texture-tiled")).to_have_js_property("width", 2 * w)
             link = page.locator("#texture-download")
-            expect(link).to_have_attribute("download", "tiny-texture-seed7-96x64-tile.png")
+            expect(link).to_have_attribute("download", f"tiny-texture-seed7-{w}x{h}-tile.png")
             docs = os.environ.get("INSTYLE_UPDATE_DOCS") == "1"
             page.screenshot(path=str(Path("docs/webapp-texture.png") if docs else tmp_path / "texture.png"),
                             full_page=True)
-            page.fill("#texture-width", "90")  # not a multiple of the 4 px grid: refused before any request
+            page.fill("#texture-width", "90")  # not a multiple of the grid (4 px tiny, 32 px real): refused
             page.click("#texture-go")
-            expect(page.locator("#texture-status")).to_contain_text("multiples of 4")
+            expect(page.locator("#texture-status")).to_contain_text(
+                "multiples of 32" if os.environ.get("INSTYLE_DOCS_TEXTURE") else "multiples of 4")
             page.click("#tab-photo")
             expect(page.locator("#styles-section")).to_be_visible()
             expect(page.locator("#texture-section")).to_be_hidden()

@@ -364,7 +364,7 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
             raise InstyleError(f"experiment diversity: no preset {a.preset!r} (choose {', '.join(diversity.PRESETS)}); "
                                "--rescore and --recorded-only are for in-vs-bn")
         diversity.run(a.preset, Path(a.out or "docs/experiments"), work=Path(a.work) if a.work else None,
-                      texture_files=styles, progress=not a.quiet)
+                      texture_files=styles, content=Path(a.content) if a.content else None, progress=not a.quiet)
         return 0
     out = Path(a.out) if a.out else in_vs_bn.default_out(a.preset)
     if a.rescore:
@@ -631,7 +631,9 @@ def _add_texture(sub: argparse._SubParsersAction) -> None:
                    help="long side the texture image is resized to (feature scale; default: --size)")
     t.add_argument("--iters", type=int, default=1500, help="training steps")
     t.add_argument("--batch", type=int, default=16, help="samples per step (the diversity term compares them)")
-    t.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (x0.8 every 300 steps)")
+    t.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (x0.8 every --lr-every steps)")
+    t.add_argument("--lr-every", type=int, default=300,
+                   help="steps between the x0.8 learning-rate drops (the authors': 300 of 1500)")
     t.add_argument("--norm", default="instance", choices=["instance", "batch", "instance-running"])
     t.add_argument("--style-weight", type=float, default=None, help="Gram-loss weight (default: the preset's)")
     t.add_argument("--tv-weight", type=float, default=0.0, help="total-variation weight")
@@ -673,7 +675,7 @@ def _cmd_texture_train(a: argparse.Namespace) -> int:
     path, meta = _style_file(a.texture)
     cfg = TextureConfig(
         texture=str(path), output=a.output, size=a.size, texture_size=a.texture_size or a.size, batch=a.batch,
-        iters=a.iters, lr=a.lr, diversity=a.diversity, norm=a.norm, style_weight=a.style_weight,
+        iters=a.iters, lr=a.lr, lr_every=a.lr_every, diversity=a.diversity, norm=a.norm, style_weight=a.style_weight,
         tv_weight=a.tv_weight, seed=a.seed, device=a.device, checkpoint_every=a.checkpoint_every,
         arch_kwargs={"scales": a.scales, "channels": a.channels, "circular": 0 if a.no_circular else 1},
         texture_meta=meta,

@@ -286,3 +286,18 @@ def batch_stream(dataset: Dataset[Any], keys: Iterable[list[Any]], num_workers: 
     yield from DataLoader(dataset, batch_sampler=keys, num_workers=workers,  # type: ignore[arg-type]
                           worker_init_fn=_worker_init, persistent_workers=False, prefetch_factor=2,
                           pin_memory=pin_memory)
+
+
+def link_folder(folder: Path, files: Sequence[str | os.PathLike[str]]) -> Path:
+    """A folder of symlinks to exactly ``files`` (stale links removed): a training set that cannot
+    contain the held-out photos, without copying the data."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted = {f"{i:04d}_{Path(f).name}": Path(f) for i, f in enumerate(files)}
+    for old in folder.iterdir():
+        if old.name not in wanted:
+            old.unlink()
+    for name, src in wanted.items():
+        link = folder / name
+        if not link.exists():
+            os.symlink(src.resolve(), link)
+    return folder

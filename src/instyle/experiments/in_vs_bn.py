@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import statistics
 import time
@@ -25,7 +24,7 @@ import torch
 from instyle.core.errors import InstyleError
 from instyle.core.files import atomic_path, atomic_write_text
 from instyle.core.hardware import machine_description
-from instyle.data.datasets import split_holdout
+from instyle.data.datasets import link_folder, split_holdout
 from instyle.data.fetch import fetch_dataset, read_manifest, style_path
 from instyle.data.grid import contact_sheet
 from instyle.data.images import list_images, save_image, tensor_to_pil
@@ -142,7 +141,7 @@ def run(preset_name: str, out: Path, *, work: Path | None = None, content: Path 
     train_files, held = split_holdout(files, p.holdout, seed=1234)
     out.mkdir(parents=True, exist_ok=True)
     work = work or Path("runs") / f"in-vs-bn-{preset_name}"
-    train_dir = _train_folder(work / "train_content", train_files)
+    train_dir = link_folder(work / "train_content", train_files)
     t_start = time.perf_counter()
     photos = center_crops(held, p.eval_size)
     fig_rows = publishable_rows(held)
@@ -156,7 +155,8 @@ def run(preset_name: str, out: Path, *, work: Path | None = None, content: Path 
         criterion.set_style(load_style_tensor(style_file, p.style_size))
         ceiling_images = {}
         for opt, steps in (("lbfgs", p.lbfgs_evals), ("adam", p.gatys_steps)):
-            ceiling_images[opt], ceilings[opt][style] = _gatys_cached(work, style, criterion, photos, steps, opt, log)
+            ceiling_images[opt], ceilings[opt][style] = _gatys_cached(work, style, criterion, photos, steps, opt, log,
+                                                                      keep=out / "runs")
         columns: list[tuple[str, list[Any]]] = [
             ("photo", [tensor_to_pil(photos[i]) for i in fig_rows]),
             ("Gatys (per image)", [tensor_to_pil(ceiling_images["lbfgs"][i]) for i in fig_rows])]
@@ -248,7 +248,8 @@ def rescore(out: Path, content: Path | None = None, work: Path | None = None,
     for style, style_file in files.items():
         criterion = PerceptualLoss(get_preset(p.loss))
         criterion.set_style(load_style_tensor(style_file, p.style_size))
-        _, results["gatys"][style] = _gatys_cached(work, style, criterion, photos, p.lbfgs_evals, "lbfgs", log)
+        _, results["gatys"][style] = _gatys_cached(work, style, criterion, photos, p.lbfgs_evals, "lbfgs", log,
+                                                   keep=out / "runs")
     results["config"] = dataclasses.asdict(p)
     results["figure_note"] = ("The figures were drawn before the ceiling was recomputed (`--rescore`): their "
                               "Gatys column shows the Adam result.")
@@ -331,33 +332,27 @@ def publishable_rows(held: Sequence[Path], limit: int = 4) -> list[int]:
     return [i for i, f in enumerate(held) if free(Path(f).name)][:limit]
 
 
-def _train_folder(folder: Path, files: Sequence[Path]) -> Path:
-    """A folder of links to the training photos only: held-out photos can never leak into training."""
-    folder.mkdir(parents=True, exist_ok=True)
-    wanted = {f"{i:04d}_{f.name}": f for i, f in enumerate(files)}
-    for old in folder.iterdir():
-        if old.name not in wanted:
-            old.unlink()
-    for name, src in wanted.items():
-        link = folder / name
-        if not link.exists():
-            os.symlink(src.resolve(), link)
-    return folder
-
-
 def _gatys_cached(work: Path, style: str, criterion: PerceptualLoss, photos: torch.Tensor, steps: int,
-                  optimizer: str, log: Callable[[str], None]) -> tuple[torch.Tensor, dict[str, float]]:
-    """The per-image optimum, cached in ``work`` (images only: the terms are recomputed, never trusted)."""
+                  optimizer: str, log: Callable[[str], None],
+                  keep: Path | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The per-image optimum, cached in ``work`` (images only: the terms are recomputed, never trusted).
+
+    ``keep`` (the report's ``runs/`` folder, committed) gets an fp16 copy, so a fresh machine skips
+    the optimisation too: on one CPU thread 8 photos × 100 L-BFGS evaluations at 256 px take ~40 min."""
     from safetensors.torch import load_file, save_file
 
     tag = "" if optimizer == "adam" else f"-{optimizer}"  # older caches are the Adam ones
-    path = work / f"gatys-{style}-{steps}-{photos.shape[-1]}{tag}.safetensors"
-    if path.is_file():
+    name = f"gatys-{style}-{steps}-{photos.shape[-1]}{tag}.safetensors"
+    path = work / name
+    for candidate in (path, *([keep / name] if keep else [])):
+        if not candidate.is_file():
+            continue
         try:
-            t = load_file(str(path))["images"]
+            t = load_file(str(candidate))["images"].float()
         except Exception:  # a damaged cache entry is recomputed, whatever is wrong with it
-            t = None
-        if t is not None and t.shape == photos.shape and torch.isfinite(t).all():
+            continue
+        if t.shape == photos.shape and torch.isfinite(t).all():
+            _keep_copy(t, keep, name)
             return t, loss_terms(criterion, t, photos)
     log(f"per-image optimisation ({optimizer}) for {style}: {len(photos)} photos × {steps} "
         f"{'evaluations' if optimizer == 'lbfgs' else 'steps'}")
@@ -365,7 +360,18 @@ def _gatys_cached(work: Path, style: str, criterion: PerceptualLoss, photos: tor
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         save_file({"images": images.contiguous()}, str(tmp))
+    _keep_copy(images, keep, name)
     return images, terms
+
+
+def _keep_copy(images: torch.Tensor, keep: Path | None, name: str) -> None:
+    from safetensors.torch import save_file
+
+    if keep is None or (keep / name).is_file():
+        return
+    keep.mkdir(parents=True, exist_ok=True)
+    with atomic_path(keep / name) as tmp:
+        save_file({"images": images.half().contiguous()}, str(tmp))
 
 
 def _short(labels: Sequence[str]) -> list[str]:
