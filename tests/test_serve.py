@@ -154,8 +154,7 @@ def live_server(live_model: Path, texture_file: Path) -> Iterator[str]:
 
     port = _free_port()
     model = live_model
-    texture = Path(os.environ.get("INSTYLE_DOCS_TEXTURE") or texture_file)  # docs: a trained texture network
-    app = create_app(models={"tiny": model}, textures={"tiny-texture": texture}, device="cpu", backend="eager")
+    app = create_app(models={"tiny": model}, textures={"tiny-texture": texture_file}, device="cpu", backend="eager")
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -228,7 +227,9 @@ def test_texture_tab_samples_and_downloads(live_server: str, tmp_path: Path) -> 
             page.click("#tab-texture")
             expect(page.locator("#texture-section")).to_be_visible()
             expect(page.locator("#styles-section")).to_be_hidden()
-            texture = page.locator('.texture[data-name="tiny-texture"]')
+            # INSTYLE_DOCS_TEXTURE=NAME (a shipped texture) draws docs/webapp-texture.png with real weights
+            tex_name = os.environ.get("INSTYLE_DOCS_TEXTURE") or "tiny-texture"
+            texture = page.locator(f'.texture[data-name="{tex_name}"]')
             expect(texture.locator("img")).to_have_js_property("complete", True)
             texture.click()
             expect(texture).to_have_attribute("aria-checked", "true")
@@ -243,7 +244,7 @@ def test_texture_tab_samples_and_downloads(live_server: str, tmp_path: Path) -> 
             assert size == [w, h]
             expect(page.locator("#texture-tiled")).to_have_js_property("width", 2 * w)
             link = page.locator("#texture-download")
-            expect(link).to_have_attribute("download", f"tiny-texture-seed7-{w}x{h}-tile.png")
+            expect(link).to_have_attribute("download", f"{tex_name}-seed7-{w}x{h}-tile.png")
             docs = os.environ.get("INSTYLE_UPDATE_DOCS") == "1"
             page.screenshot(path=str(Path("docs/webapp-texture.png") if docs else tmp_path / "texture.png"),
                             full_page=True)

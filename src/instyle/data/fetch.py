@@ -36,7 +36,7 @@ import tempfile
 import unicodedata
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -740,3 +740,20 @@ def sample_clip(name: str, cache: Path | None = None) -> Path:
     if not hits:
         raise InstyleError(f"{name}: not among the unpacked opencv-doc clips under {root}; run `instyle data fetch`")
     return hits[-1]
+
+
+def publishable_rows(held: Sequence[Path], limit: int = 4) -> list[int]:
+    """Which held-out photos the committed figures show: fetched photos have mixed licenses and must
+    not be redistributed, so where the fetch manifest is beside them only public-domain and CC0
+    photos qualify; a user's own folder (no manifest) is shown as is."""
+    manifest = Path(held[0]).parent.parent / "manifest.csv" if held else None
+    if manifest is None or not manifest.is_file():
+        return list(range(min(limit, len(held))))
+
+    licenses = {Path(r["file"]).name: r.get("license", "") for r in read_manifest(manifest)}
+
+    def free(name: str) -> bool:
+        text = licenses.get(name, "")
+        return bool(re.search(r"public domain|cc0", text, re.I)) and not re.search(r"BY|GPL|Apache|BSD", text)
+
+    return [i for i, f in enumerate(held) if free(Path(f).name)][:limit]

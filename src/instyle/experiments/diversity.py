@@ -41,6 +41,7 @@ from instyle.training.inputs import load_style_tensor
 from instyle.training.texture import TextureConfig, sample_losses, texture_loss_config, texture_optimum, train_texture
 
 NORMS = ("batch", "instance")
+NORM_LABEL = {"batch": "BN", "instance": "IN"}  # row labels are cut at 18 characters
 SAMPLE_SEED = 10_000  # the evaluation noise: the same for every network, never a training step's
 
 
@@ -126,7 +127,7 @@ def run(preset_name: str, out: Path, *, work: Path | None = None, texture_files:
     for (name, norm), rows in figures.items():
         target = out / f"diversity-{name}-{norm}.jpg"
         sheet = contact_sheet(rows, ["texture", *(f"sample {i}" for i in range(4))],
-                              [f"{norm} lambda={lam:g}" for lam in p.lambdas], cell=2 * p.size)
+                              [f"{NORM_LABEL[norm]} lambda={lam:g}" for lam in p.lambdas], cell=2 * p.size)
         save_image(sheet, target, quality=90)
         figure_files.append(target.name)
     results = {"preset": preset_name, "config": dataclasses.asdict(p), "machine": machine_description(),
@@ -137,10 +138,12 @@ def run(preset_name: str, out: Path, *, work: Path | None = None, texture_files:
                                             content or fetch_dataset() / "content", work / "photos",
                                             vgg_weights=vgg_weights, log=log, progress=progress)
         target = out / f"diversity-photos-{p.photos.style}.jpg"
-        save_image(contact_sheet(photo_rows, ["held-out photo", *(f"noise seed {k}" for k in range(3))],
-                                 [f"lambda={lam:g}" for lam in p.photos.lambdas], cell=2 * p.photos.eval_size),
-                   target, quality=90)
-        results.update(photo_runs=photo_runs, photo_summary=summarise_photos(photo_runs), photo_figure=target.name)
+        if photo_rows:  # none when no held-out photo may be published
+            save_image(contact_sheet(photo_rows, ["held-out photo", *(f"noise seed {k}" for k in range(3))],
+                                     [f"lambda={lam:g}" for lam in p.photos.lambdas], cell=p.photos.eval_size),
+                       target, quality=90)
+        results.update(photo_runs=photo_runs, photo_summary=summarise_photos(photo_runs),
+                       photo_figure=target.name if photo_rows else None)
     results["wall_time_s"] = round(time.perf_counter() - t_start, 1)
     atomic_write_text(out / "diversity.json", json.dumps(results, indent=1) + "\n")
     report = out / "diversity.md"
@@ -236,8 +239,10 @@ def _photo_section(res: dict[str, Any]) -> list[str]:
             2 * noise else "not distinguishable from λ = 0 at 2 sd of the seeds"
         lines.append(f"- λ = {r['lambda']:g}: diversity {r['diversity']:.3g} vs {base['diversity']:.3g} "
                      f"({r['diversity_gain']:.2f}×, {verdict}), held-out objective {100 * r['loss_cost']:+.1f}%.")
-    lines += ["", f"![one held-out photo under three noise seeds]({res['photo_figure']})", "",
-              "Rows: λ; columns: a held-out photo, then the seed-0 network's output for it under noise seeds 0–2.", ""]
+    if res.get("photo_figure"):
+        lines += ["", f"![one held-out photo under three noise seeds]({res['photo_figure']})", "",
+                  "Rows: λ; columns: a held-out photo, then the seed-0 network's output for it under noise seeds 0–2.",
+                  ""]
     return lines
 
 

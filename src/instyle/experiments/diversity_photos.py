@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from instyle.data.datasets import link_folder, split_holdout
+from instyle.data.fetch import publishable_rows
 from instyle.data.images import list_images, tensor_to_pil
 from instyle.losses.diversity import mean_pairwise_distance
 from instyle.losses.perceptual import PerceptualLoss, get_preset
@@ -58,6 +59,7 @@ def run_photos(p: PhotoPreset, style_file: Path, content: Path, work: Path, *, v
     train_files, held = split_holdout(files, p.holdout, seed=4321)
     train_dir = link_folder(work / "train_content", train_files)
     photos = center_crops(held, p.eval_size)
+    shown = publishable_rows(held, 1)
     criterion = PerceptualLoss(get_preset("johnson"), weights=vgg_weights).eval()
     criterion.set_style(load_style_tensor(style_file, 256))
     rows: list[dict[str, Any]] = []
@@ -83,8 +85,9 @@ def run_photos(p: PhotoPreset, style_file: Path, content: Path, work: Path, *, v
                          "content": statistics.fmean(t["content"] for t in terms),
                          "style_term": statistics.fmean(t["style"] for t in terms),
                          "diversity": statistics.fmean(per_photo), "train_s": card.wall_time_s})
-            if seed == p.seeds[0]:  # one held-out photo under three noise seeds
-                figure.append([tensor_to_pil(photos[0]), *(tensor_to_pil(out[0]) for out in outputs[:3])])
+            if seed == p.seeds[0] and shown:  # one held-out photo (licence permitting) under three noise seeds
+                i = shown[0]
+                figure.append([tensor_to_pil(photos[i]), *(tensor_to_pil(out[i]) for out in outputs[:3])])
     return rows, figure
 
 

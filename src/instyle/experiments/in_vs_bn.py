@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +24,7 @@ from instyle.core.errors import InstyleError
 from instyle.core.files import atomic_path, atomic_write_text
 from instyle.core.hardware import machine_description
 from instyle.data.datasets import link_folder, split_holdout
-from instyle.data.fetch import fetch_dataset, read_manifest, style_path
+from instyle.data.fetch import fetch_dataset, publishable_rows, style_path
 from instyle.data.grid import contact_sheet
 from instyle.data.images import list_images, save_image, tensor_to_pil
 from instyle.losses.perceptual import PerceptualLoss, get_preset
@@ -76,7 +75,9 @@ PRESETS: dict[str, Preset] = {
     "cpu": Preset(("johnson", "ulyanov"), ("starry-night", "great-wave"), (0, 1, 2), size=128, iters=250,
                   batch=4, holdout=8, eval_size=256, gatys_steps=100),
     # RQ3 on the CPU: 8x the cpu preset's steps with an annealed learning rate, so that the held-out
-    # curves flatten; each finished run is recorded under OUT/runs/ and a re-run (on any machine) skips it
+    # curves flatten; each finished run is recorded under OUT/runs/ and a re-run (on any machine) skips it.
+    # Measured on a 2-core Zen 3, one thread per run: johnson 3.3 s a step here, so 12 runs are ~20 CPU-hours
+    # (a few sessions of both cores, or minutes of a GPU loan); the ceilings (~80 min) are kept in OUT/runs/
     "medium": Preset(("johnson", "ulyanov"), ("starry-night",), (0, 1, 2), size=128, iters=2000, batch=4,
                      holdout=8, eval_size=256, gatys_steps=100, curve_photos=8, eval_every=100, decay=500),
     # the same at the papers' scale, for a GPU
@@ -313,23 +314,6 @@ def _load_strip(path: Path, n_rows: int) -> list[list[Any]]:
         sheet = img.convert("RGB")
     return [[sheet.crop((i * FIG_CELL, k * FIG_CELL, (i + 1) * FIG_CELL, (k + 1) * FIG_CELL)) for i in range(n_rows)]
             for k in range(sheet.height // FIG_CELL)]
-
-
-def publishable_rows(held: Sequence[Path], limit: int = 4) -> list[int]:
-    """Which held-out photos the committed figures show: fetched photos have mixed licenses and must
-    not be redistributed, so where the fetch manifest is beside them only public-domain and CC0
-    photos qualify; a user's own folder (no manifest) is shown as is."""
-    manifest = Path(held[0]).parent.parent / "manifest.csv" if held else None
-    if manifest is None or not manifest.is_file():
-        return list(range(min(limit, len(held))))
-
-    licenses = {Path(r["file"]).name: r.get("license", "") for r in read_manifest(manifest)}
-
-    def free(name: str) -> bool:
-        text = licenses.get(name, "")
-        return bool(re.search(r"public domain|cc0", text, re.I)) and not re.search(r"BY|GPL|Apache|BSD", text)
-
-    return [i for i, f in enumerate(held) if free(Path(f).name)][:limit]
 
 
 def _gatys_cached(work: Path, style: str, criterion: PerceptualLoss, photos: torch.Tensor, steps: int,
