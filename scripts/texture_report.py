@@ -86,7 +86,7 @@ def main() -> None:
                 repeated.paste(tile, (dx, dy))
         rows.append([load_image(texture).rgb, *big, repeated])
     labels = ["texture", *(f"seed {s}" for s in range(4)), "--tile, 2x2"]
-    row_labels = [f"lambda={r['diversity']}" if a.texture else f"{Path(str(r['model'])).stem}" for r in results]
+    row_labels = [f"lambda={r['diversity']}" if a.texture else Path(str(r['model'])).stem for r in results]
     sheet = contact_sheet(rows, labels, row_labels, cell=160)
     save_image(sheet, a.output, quality=90)
     if a.json:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import statistics
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -70,3 +72,8 @@ def correlation_length(stylized: Any, photo: Any, detrend_sigma: float = 24.0, l
     k = int(below[0])
     a, b = profile[k - 1], profile[k]
     return float(k - 1 + (a - level) / (a - b)) if a != b else float(k)
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value), as the experiment reports quote them."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)

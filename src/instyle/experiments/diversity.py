@@ -30,6 +30,7 @@ import torch
 from instyle.core.errors import InstyleError
 from instyle.core.files import atomic_write_text
 from instyle.core.hardware import machine_description
+from instyle.core.metrics import mean_sd
 from instyle.data.fetch import fetch_dataset, style_path
 from instyle.data.grid import contact_sheet
 from instyle.data.images import load_image, save_image, tensor_to_pil
@@ -152,10 +153,6 @@ def run(preset_name: str, out: Path, *, work: Path | None = None, texture_files:
     return report
 
 
-def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def summarise(per_run: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and sd over seeds per (texture, norm, λ), with each λ's change against λ = 0 of its norm."""
     groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
@@ -165,7 +162,7 @@ def summarise(per_run: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for (texture, norm, lam), runs in groups.items():
         row: dict[str, Any] = {"texture": texture, "norm": norm, "lambda": lam, "seeds": len(runs)}
         for key in ("loss", "loss_vs_lbfgs", "diversity"):
-            row[key], row[f"{key}_sd"] = _mean_sd([r[key] for r in runs])
+            row[key], row[f"{key}_sd"] = mean_sd([r[key] for r in runs])
         rows.append(row)
     for row in rows:
         base = next((b for b in rows if (b["texture"], b["norm"], b["lambda"]) == (row["texture"], row["norm"], 0.0)),
@@ -186,7 +183,8 @@ def render_report(res: dict[str, Any]) -> str:
         "# Diversity of texture networks: λ and IN vs BN (issue #17)",
         "",
         f"Written by `instyle experiment diversity --preset {res['preset']}` on {res['machine']}, torch "
-        f"{res['torch']}, VGG weights `{res['vgg_weights']}`, in {res['wall_time_s']:.0f} s. "
+        f"{res['torch']}, VGG weights `{res['vgg_weights']}`. Training took {_train_minutes(res):.0f} min (sum of "
+        f"the networks' cards), this evaluation pass {res['wall_time_s']:.0f} s. "
         f"Recipe: {p['size']} px samples, batch {p['batch']}, {p['iters']} steps, lr {p.get('lr', 0.1):g} × 0.8 every "
         f"{p['lr_every']} steps; λ ∈ {{{', '.join(f'{v:g}' for v in p['lambdas'])}}}, seeds {list(p['seeds'])}. "
         f"Each network is scored on {p['samples']} eval-mode samples (noise seed {SAMPLE_SEED}): texture loss = "
@@ -212,6 +210,10 @@ def render_report(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _train_minutes(res: dict[str, Any]) -> float:
+    return sum(r.get("train_s") or 0.0 for r in [*res["runs"], *res.get("photo_runs", [])]) / 60
+
+
 def _photo_section(res: dict[str, Any]) -> list[str]:
     q = res["config"]["photos"]
     lines = ["## Stylization: g(x, z) with noise channels", "",
@@ -234,16 +236,21 @@ def _photo_section(res: dict[str, Any]) -> list[str]:
     for r in res["photo_summary"]:
         if base is None or r is base:
             continue
-        noise = max(r["diversity_sd"], base["diversity_sd"])
-        verdict = "higher than at λ = 0 by more than 2 sd of the seeds" if r["diversity"] - base["diversity"] > \
-            2 * noise else "not distinguishable from λ = 0 at 2 sd of the seeds"
         lines.append(f"- λ = {r['lambda']:g}: diversity {r['diversity']:.3g} vs {base['diversity']:.3g} "
-                     f"({r['diversity_gain']:.2f}×, {verdict}), held-out objective {100 * r['loss_cost']:+.1f}%.")
+                     f"({r['diversity_gain']:.2f}×, {diversity_verdict(r, base)} at 2 sd of the seeds), held-out "
+                     f"objective {100 * r['loss_cost']:+.1f}%.")
     if res.get("photo_figure"):
         lines += ["", f"![one held-out photo under three noise seeds]({res['photo_figure']})", "",
                   "Rows: λ; columns: a held-out photo, then the seed-0 network's output for it under noise seeds 0–2.",
                   ""]
     return lines
+
+
+def diversity_verdict(r: dict[str, Any], base: dict[str, Any]) -> str:
+    """Is a summary row's diversity above or below its λ = 0 row by more than 2 sd of the seeds?"""
+    noise = max(r["diversity_sd"], base["diversity_sd"])
+    return "higher" if r["diversity"] - base["diversity"] > 2 * noise else \
+        "lower" if base["diversity"] - r["diversity"] > 2 * noise else "not distinguishable from λ = 0"
 
 
 def answers(summary: Sequence[dict[str, Any]]) -> list[str]:
@@ -253,9 +260,7 @@ def answers(summary: Sequence[dict[str, Any]]) -> list[str]:
         if r["lambda"] == 0 or "diversity_gain" not in r:
             continue
         base = next(b for b in summary if (b["texture"], b["norm"], b["lambda"]) == (r["texture"], r["norm"], 0.0))
-        noise = max(r["diversity_sd"], base["diversity_sd"])
-        verdict = "higher" if r["diversity"] - base["diversity"] > 2 * noise else \
-            "lower" if base["diversity"] - r["diversity"] > 2 * noise else "not distinguishable from λ = 0"
+        verdict = diversity_verdict(r, base)
         out.append(f"- {r['texture']}, {r['norm']} norm, λ = {r['lambda']:g}: diversity {r['diversity']:.3g} vs "
                    f"{base['diversity']:.3g} ({r['diversity_gain']:.2f}×, {verdict} at 2 sd of the seeds), texture "
                    f"loss {100 * r['loss_cost']:+.0f}% ({r['loss_vs_lbfgs']:.2f}× vs {base['loss_vs_lbfgs']:.2f}× the "

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from instyle.core.metrics import mean_sd
 from instyle.data.datasets import link_folder, split_holdout
 from instyle.data.fetch import publishable_rows
 from instyle.data.images import list_images, tensor_to_pil
@@ -108,8 +109,7 @@ def summarise_photos(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         runs = [r for r in rows if r["lambda"] == lam]
         row: dict[str, Any] = {"style": runs[0]["style"], "lambda": lam, "seeds": len(runs)}
         for key in ("total", "content", "style_term", "diversity"):
-            vals = [r[key] for r in runs]
-            row[key], row[f"{key}_sd"] = statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+            row[key], row[f"{key}_sd"] = mean_sd([r[key] for r in runs])
         out.append(row)
     base = next((r for r in out if r["lambda"] == 0.0), None)
     for row in out:

@@ -23,6 +23,7 @@ import torch
 from instyle.core.errors import InstyleError
 from instyle.core.files import atomic_path, atomic_write_text
 from instyle.core.hardware import machine_description
+from instyle.core.metrics import mean_sd
 from instyle.data.datasets import link_folder, split_holdout
 from instyle.data.fetch import fetch_dataset, publishable_rows, style_path
 from instyle.data.grid import contact_sheet
@@ -98,10 +99,6 @@ CEILINGS = ("lbfgs", "adam")
 FIG_CELL = 160
 
 
-def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def _resolve_styles(names: Sequence[str], style_files: Sequence[Path] | None) -> dict[str, Path]:
     if style_files:
         return {Path(p).stem: Path(p) for p in style_files}
@@ -165,7 +162,7 @@ def run(preset_name: str, out: Path, *, work: Path | None = None, content: Path 
         for seed in p.seeds:
             for gen in p.generators:
                 for norm in ("batch", "instance"):
-                    stem = f"{gen}-{style}-{norm}-s{seed}"
+                    stem = _run_stem(gen, style, norm, seed)
                     rec = _run_record(out, stem, criterion, photos, fig_rows, log, progress,
                                       _train_config(p, style_file, train_dir, work / "models" / stem, gen, norm, seed))
                     records[(gen, style, seed)] = {**records.get((gen, style, seed), {}), norm: rec}
@@ -199,10 +196,15 @@ def run(preset_name: str, out: Path, *, work: Path | None = None, content: Path 
     return _write_report(results, list(styles), out, log)
 
 
+def _run_stem(gen: str, style: str, norm: str, seed: int) -> str:
+    """One run's name: its model under WORK/models and its record under OUT/runs."""
+    return f"{gen}-{style}-{norm}-s{seed}"
+
+
 def _recorded_seeds(out: Path, p: Preset, styles: Sequence[str]) -> tuple[int, ...]:
     """The seeds whose every (style, generator, norm) run has a record under ``out/runs``."""
     done = tuple(seed for seed in p.seeds
-                 if all((out / "runs" / f"{gen}-{style}-{norm}-s{seed}.json").is_file()
+                 if all((out / "runs" / f"{_run_stem(gen, style, norm, seed)}.json").is_file()
                         for style in styles for gen in p.generators for norm in ("batch", "instance")))
     if not done:
         raise InstyleError(f"{out / 'runs'}: no seed has all its runs recorded yet; run without --recorded-only")
@@ -375,7 +377,7 @@ def _summarise(per_run: list[dict[str, Any]], config: dict[str, Any]) -> list[di
                     vals = [r[m] for r in per_run if r["generator"] == gen and r["variant"] == label
                             and r["seed"] == seed]
                     per_seed.append(statistics.fmean(vals))
-                row[m] = _mean_sd(per_seed)
+                row[m] = mean_sd(per_seed)
             rows.append(row)
     return rows
 
