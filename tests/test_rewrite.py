@@ -10,10 +10,12 @@ from torch import nn
 
 from instyle.inference.backends import sample_image
 from instyle.inference.rewrites import (
+    Nearest2x,
     SpaceToDepthConv,
     SubpixelUpConv,
     ThinConv2d,
     fold_upsampling,
+    index_upsampling,
     space_to_depth_convs,
     widen_thin_convs,
 )
@@ -51,6 +53,21 @@ def test_folded_upsampling_keeps_several_styles() -> None:
         set_style_index(model, torch.tensor([2, 0, 1]))
     with torch.no_grad():
         torch.testing.assert_close(folded(x), net(x), rtol=0, atol=5e-5)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 7), (40, 56)])
+def test_index_upsampling_is_bit_identical(size: tuple[int, int]) -> None:
+    x = torch.randn(2, 5, *size)
+    assert torch.equal(Nearest2x()(x), nn.Upsample(scale_factor=2, mode="nearest")(x))
+    net = _trained_like("johnson-half")
+    rewritten = index_upsampling(copy.deepcopy(net))
+    assert sum(isinstance(m, Nearest2x) for m in rewritten.modules()) == 2
+    assert not any(isinstance(m, nn.Upsample) for m in rewritten.modules())
+    keep = nn.Sequential(nn.Upsample(scale_factor=3), nn.Upsample(scale_factor=2, mode="bilinear"))
+    assert not any(isinstance(m, Nearest2x) for m in index_upsampling(keep).modules())  # other factors, modes
+    image = sample_image((36, 44), n=2)
+    with torch.no_grad():
+        assert torch.equal(rewritten(image), net(image))
 
 
 def test_only_plain_3x3_convolutions_fold() -> None:

@@ -161,7 +161,8 @@ class AotRunner(Runner):
 
     The graph takes sides that are multiples of the generator's size multiple; padding to that and
     cropping back happen here, with the generator's own rule (``pad_for``), so every size matches
-    eager. Sides beyond ``compiled.MAX_SIDE`` run eagerly; batches beyond ``MAX_BATCH`` are split.
+    eager. Sides beyond ``compiled.MAX_SIDE`` run eagerly; a batch runs image by image (the package
+    takes one: instance norm makes that exact, and a dynamic batch made the graph slower).
     """
 
     def __init__(self, module: nn.Module, device: torch.device, backend: str, dtype: torch.dtype,
@@ -183,8 +184,8 @@ class AotRunner(Runner):
     def __call__(self, x: Tensor) -> Tensor:
         if max(x.shape[-2:]) > compiled.MAX_SIDE:
             return self.eager_runner(x)
-        if x.shape[0] > compiled.MAX_BATCH:
-            return torch.cat([self(part) for part in x.split(compiled.MAX_BATCH)])
+        if x.shape[0] > 1:
+            return torch.cat([self(part) for part in x.split(1)])
         with torch.inference_mode():
             padded, (left, right, top, bottom) = compiled.pad_for(x.to(self.device, torch.float32).contiguous(),
                                                                   self.multiple, self.min_size)
@@ -395,7 +396,8 @@ def _validation_parts(module: nn.Module, device: torch.device, candidates: list[
                       ) -> dict[str, Any]:
     """What a cached ``auto`` pick depends on: the weights, the machine, torch/instyle, the rules."""
     return {"weights": compiled.weights_digest(module), "candidates": candidates, "min_psnr": min_psnr,
-            "sizes": [list(s) for s in CHECK_SIZES], "kind": "auto/1", **compiled.machine_key(device)}
+            "sizes": [list(s) for s in CHECK_SIZES], "kind": f"auto/1+{compiled.PACKAGE_KIND}",
+            **compiled.machine_key(device)}
 
 
 def _race(runners: dict[str, Runner], size: tuple[int, int], rounds: int = 2) -> dict[str, float]:

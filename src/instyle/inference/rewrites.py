@@ -5,6 +5,8 @@ weights, model files and the reference ``eager`` path never change.
 ``fold_upsampling``    nearest x2 upsample -> reflection pad 1 -> 3x3 conv, computed at the low
                        resolution as one 3x3 conv to 4x the channels and a pixel shuffle: no
                        upsampled tensor, no padding at the high resolution
+``index_upsampling``   nearest x2 upsampling as a broadcast and a reshape: the same values, but a
+                       compiler sees integer indices (x // 2) even when the image size is symbolic
 ``widen_thin_convs``   convolutions with 3 channels in or out padded with zero channels, so GPU
                        tensor cores get a shape they handle well
 ``space_to_depth_convs``  the 9x9 convolutions to and from RGB computed on 2x2 (or 4x4) pixel blocks:
@@ -89,6 +91,32 @@ def fold_upsampling(module: nn.Module) -> nn.Module:
         return nn.Sequential(SubpixelUpConv(conv), *rest)
 
     return replace_modules(module, fold)
+
+
+class Nearest2x(nn.Module):
+    """``nn.Upsample(scale_factor=2, mode="nearest")`` written as broadcast + reshape (bit-identical).
+
+    With dynamic height and width, inductor lowers ``upsample_nearest2d`` through a float scale
+    (``h / (2h)``) and float-to-int conversions per element; the broadcast gives it ``x // 2``. On the
+    2-core AMX Xeon this made the dynamic-size ``starry-night-fast`` package 1.1x faster (46 -> 41 ms
+    at 512²), see docs/benchmarks.md.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        return x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
+
+
+def index_upsampling(module: nn.Module) -> nn.Module:
+    """Replace (in place) every nearest x2 ``nn.Upsample`` by ``Nearest2x``; returns ``module``."""
+
+    def swap(name: str, child: nn.Module) -> nn.Module | None:
+        if isinstance(child, nn.Upsample) and child.mode == "nearest" and child.size is None \
+                and child.scale_factor in (2, 2.0, (2, 2), (2.0, 2.0)):
+            return Nearest2x()
+        return None
+
+    return replace_modules(module, swap)
 
 
 class ThinConv2d(nn.Module):
