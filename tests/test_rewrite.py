@@ -10,6 +10,7 @@ from torch import nn
 
 from instyle.inference.backends import sample_image
 from instyle.inference.rewrites import (
+    GatherUpConv,
     Nearest2x,
     SpaceToDepthConv,
     SubpixelUpConv,
@@ -61,13 +62,14 @@ def test_index_upsampling_is_bit_identical(size: tuple[int, int]) -> None:
     assert torch.equal(Nearest2x()(x), nn.Upsample(scale_factor=2, mode="nearest")(x))
     net = _trained_like("johnson-half")
     rewritten = index_upsampling(copy.deepcopy(net))
-    assert sum(isinstance(m, Nearest2x) for m in rewritten.modules()) == 2
+    assert sum(isinstance(m, GatherUpConv) for m in rewritten.modules()) == 2
     assert not any(isinstance(m, nn.Upsample) for m in rewritten.modules())
-    keep = nn.Sequential(nn.Upsample(scale_factor=3), nn.Upsample(scale_factor=2, mode="bilinear"))
-    assert not any(isinstance(m, Nearest2x) for m in index_upsampling(keep).modules())  # other factors, modes
-    image = sample_image((36, 44), n=2)
-    with torch.no_grad():
-        assert torch.equal(rewritten(image), net(image))
+    plain = index_upsampling(nn.Sequential(nn.Upsample(scale_factor=2), nn.Upsample(scale_factor=3),
+                                           nn.Upsample(scale_factor=2, mode="bilinear")))
+    assert [type(m).__name__ for m in plain] == ["Nearest2x", "Upsample", "Upsample"]  # other factors, modes stay
+    for image in (sample_image((36, 44), n=2), sample_image((16, 20)), sample_image((4, 4))):
+        with torch.no_grad():
+            assert torch.equal(rewritten(image), net(image))
 
 
 def test_only_plain_3x3_convolutions_fold() -> None:

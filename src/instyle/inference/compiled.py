@@ -46,7 +46,7 @@ from instyle.models.layers import padding_for
 MAX_SIDE = 8192
 #: What a package is (how it was exported and compiled): a new value misses every cached package and
 #: every recorded ``auto`` pick, which raced the old packages.
-PACKAGE_KIND = "aoti/2"
+PACKAGE_KIND = "aoti/3"
 #: How many packages this process has compiled (tests assert reuse on it, never on timing).
 build_count = 0
 _FEATURE_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
@@ -168,7 +168,7 @@ def build_package(module: nn.Module, dtype: torch.dtype, device: torch.device, p
     lo = -(-min_size // multiple)
     dims = {2: multiple * Dim("h", min=lo, max=MAX_SIDE // multiple),
             3: multiple * Dim("w", min=lo, max=MAX_SIDE // multiple)}
-    # The sizes' hints for inductor's heuristics come from the example: a photo-sized one.
+    # Inductor's heuristics read the symbolic sizes' hints from the example: a photo-sized one.
     side = multiple * max(lo, 512 // multiple)
     example = torch.rand(1, 3, side, side, device=device)
     with torch.no_grad():

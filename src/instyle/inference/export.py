@@ -33,10 +33,16 @@ ONNX_OPSET = 17
 # Opset 11 is the first whose Pad takes the pad amounts as an input (the wrapper computes them);
 # the top is what this torch's exporter knows.
 MIN_OPSET = 11
-try:
-    from torch.onnx._constants import ONNX_MAX_OPSET as MAX_OPSET
-except ImportError:  # a torch that moved its constants: the opset the TorchScript exporter has long supported
-    MAX_OPSET = 20
+
+
+def max_opset() -> int:
+    """The newest opset this torch exports; asked only when exporting (importing torch.onnx costs
+    60 ms, which every ``instyle`` command would otherwise pay)."""
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET
+    except ImportError:  # a torch that moved its constants: the opset the TorchScript exporter has long supported
+        return 20
+    return int(ONNX_MAX_OPSET)
 
 
 def _round_up(n: Any, multiple: int, min_size: int) -> Any:
@@ -108,8 +114,9 @@ def export_model(model: str | Path, output: str | Path, fmt: str = "onnx", *, ex
     """
     if fmt not in FORMATS:
         raise InstyleError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if fmt == "onnx" and (isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET):
-        raise InstyleError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET} for this export, got {opset}")
+    top = max_opset() if fmt == "onnx" else MIN_OPSET
+    if fmt == "onnx" and (isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= top):
+        raise InstyleError(f"--opset must be between {MIN_OPSET} and {top} for this export, got {opset}")
     out = Path(output)
     model_path = resolve_model(model)
     check_export_paths(Path(model_path), out)

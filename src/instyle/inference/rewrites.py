@@ -5,8 +5,9 @@ weights, model files and the reference ``eager`` path never change.
 ``fold_upsampling``    nearest x2 upsample -> reflection pad 1 -> 3x3 conv, computed at the low
                        resolution as one 3x3 conv to 4x the channels and a pixel shuffle: no
                        upsampled tensor, no padding at the high resolution
-``index_upsampling``   nearest x2 upsampling as a broadcast and a reshape: the same values, but a
-                       compiler sees integer indices (x // 2) even when the image size is symbolic
+``index_upsampling``   nearest x2 upsampling (and the johnson decoder's reflection pad after it) as
+                       one gather with integer indices: the same values, but a compiler with
+                       symbolic image sizes writes the padded tensor once, without float scales
 ``widen_thin_convs``   convolutions with 3 channels in or out padded with zero channels, so GPU
                        tensor cores get a shape they handle well
 ``space_to_depth_convs``  the 9x9 convolutions to and from RGB computed on 2x2 (or 4x4) pixel blocks:
@@ -97,9 +98,7 @@ class Nearest2x(nn.Module):
     """``nn.Upsample(scale_factor=2, mode="nearest")`` written as broadcast + reshape (bit-identical).
 
     With dynamic height and width, inductor lowers ``upsample_nearest2d`` through a float scale
-    (``h / (2h)``) and float-to-int conversions per element; the broadcast gives it ``x // 2``. On the
-    2-core AMX Xeon this made the dynamic-size ``starry-night-fast`` package 1.1x faster (46 -> 41 ms
-    at 512²), see docs/benchmarks.md.
+    (``h / (2h)``) and float-to-int conversions per element; the broadcast gives it ``x // 2``.
     """
 
     def forward(self, x: Tensor) -> Tensor:
@@ -107,10 +106,42 @@ class Nearest2x(nn.Module):
         return x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
 
 
+def _up_pad_index(n: int, device: torch.device) -> Tensor:
+    """Rows (or columns) of the low-resolution input that ``ReflectionPad2d(1)(Upsample(x2)(x))``
+    reads, for an input side ``n``: ``clamp((j - 1) // 2, 0, n - 1)`` for ``j`` in ``0 .. 2n + 1``."""
+    j = torch.arange(2 * n + 2, device=device)
+    return torch.div(j - 1, 2, rounding_mode="floor").clamp(0, n - 1)
+
+
+class GatherUpConv(nn.Module):
+    """A johnson ``Upsample`` block (nearest x2, reflection pad 1, conv, norm, act) whose upsampling
+    and padding are one gather from the low-resolution input (bit-identical).
+
+    Compiled with dynamic sizes, inductor otherwise writes the upsampled tensor at full resolution and
+    copies it again into the padded one; the gather writes the padded tensor once, with integer indices.
+    """
+
+    def __init__(self, block: Upsample):
+        super().__init__()
+        pad, *rest = block.conv
+        if not (isinstance(pad, nn.ReflectionPad2d) and tuple(pad.padding) == (1, 1, 1, 1)):
+            raise ValueError("expected a reflection pad of 1 before the upsampling block's convolution")
+        self.rest = nn.Sequential(*rest)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        rows, cols = _up_pad_index(h, x.device), _up_pad_index(w, x.device)
+        return self.rest(x[:, :, rows[:, None], cols[None, :]])
+
+
 def index_upsampling(module: nn.Module) -> nn.Module:
-    """Replace (in place) every nearest x2 ``nn.Upsample`` by ``Nearest2x``; returns ``module``."""
+    """Replace (in place) each johnson ``Upsample`` block by a ``GatherUpConv`` and any other nearest
+    x2 ``nn.Upsample`` by ``Nearest2x``; returns ``module``. On the 2-core AMX Xeon this made the
+    dynamic-size bf16 ``starry-night`` package about 1.15x faster (docs/benchmarks.md)."""
 
     def swap(name: str, child: nn.Module) -> nn.Module | None:
+        if isinstance(child, Upsample):
+            return GatherUpConv(child)
         if isinstance(child, nn.Upsample) and child.mode == "nearest" and child.size is None \
                 and child.scale_factor in (2, 2.0, (2, 2), (2.0, 2.0)):
             return Nearest2x()
