@@ -249,6 +249,18 @@ def test_compile_switches_stay_scoped() -> None:
     assert (torch._inductor.config.freezing, getattr(cfg, name)) == (freezing, limit)
 
 
+def test_the_parallel_reduction_rule_is_scoped_to_one_build() -> None:
+    from torch._inductor.codegen import cpp
+
+    before = cpp.LoopNest.max_parallel_depth
+    with compiled._parallel_symbolic_reductions():
+        assert cpp.LoopNest.max_parallel_depth is not before  # in force while a package compiles
+    assert cpp.LoopNest.max_parallel_depth is before
+    with pytest.raises(RuntimeError), compiled._parallel_symbolic_reductions():
+        raise RuntimeError("a failed compilation")
+    assert cpp.LoopNest.max_parallel_depth is before
+
+
 def test_corrupt_onnx_cache_is_exported_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The ONNX graph ``auto`` may pick (ONNX Runtime) is cached too, and checked the same way."""
     pytest.importorskip("onnx")

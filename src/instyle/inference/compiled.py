@@ -46,7 +46,7 @@ from instyle.models.layers import padding_for
 MAX_SIDE = 8192
 #: What a package is (how it was exported and compiled): a new value misses every cached package and
 #: every recorded ``auto`` pick, which raced the old packages.
-PACKAGE_KIND = "aoti/3"
+PACKAGE_KIND = "aoti/4"
 #: How many packages this process has compiled (tests assert reuse on it, never on timing).
 build_count = 0
 _FEATURE_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
@@ -156,6 +156,64 @@ def size_multiple(module: nn.Module) -> tuple[int, int]:
     return 1, 16
 
 
+#: Whether ``build_package`` lets inductor split instance-norm reductions over symbolic sizes
+#: across threads (``_parallel_symbolic_reductions``).
+PARALLEL_REDUCTIONS = True
+
+
+@contextlib.contextmanager
+def _parallel_symbolic_reductions() -> Iterator[None]:
+    """Let inductor's C++ backend parallelise a reduction over a *symbolic* extent, as it does over a
+    static one.
+
+    For a loop nest whose outer (parallel) levels are much shorter than the reduction under them,
+    inductor moves the threads into the reduction, but only when that extent is a constant; with a
+    dynamic image size every instance-norm statistic (a reduction over H*W for 16-64 channels, one
+    or two vectors wide) ran on one thread. This applies inductor's own rule to the sizes' hints
+    (the example's 512²). Scoped to one compilation; a torch without these internals compiles as is.
+    """
+    try:
+        from torch._inductor.codegen import cpp
+        from torch._inductor.virtualized import V
+        original = cpp.LoopNest.max_parallel_depth
+        cpp.ParallelDepth, cpp.CppVecKernel  # noqa: B018  (the names the rule below uses)
+    except (ImportError, AttributeError):
+        yield
+        return
+
+    def hint(expr: Any) -> int:
+        return int(V.graph.sizevars.optimization_hint(expr, fallback=8192))
+
+    def with_hints(self: Any) -> Any:
+        depth = original(self)
+        loops = self.loops
+        if not PARALLEL_REDUCTIONS or not loops or depth.start_depth != 0 or depth.parallel_depth >= len(loops):
+            return depth
+        n = depth.parallel_depth
+        if not loops[n].is_reduction or not any(getattr(loop.size, "free_symbols", None) for loop in loops[: n + 1]):
+            return depth  # not a reduction, or static sizes: inductor's own decision stands
+        kernels = getattr(self.kernel, "kernels", None)
+        if not kernels or not all(isinstance(k, cpp.CppVecKernel) for k in kernels):
+            return depth  # inductor keeps scalar reductions serial; so does this
+        outer = 1
+        for loop in loops[:n]:
+            outer *= max(1, hint(loop.size) // max(1, int(loop.steps)))
+        if outer * 300 >= hint(loops[n].size) // max(1, int(loops[n].steps)):
+            return depth
+        inner = 0
+        for loop in loops[n:]:
+            if not loop.is_reduction:
+                break
+            inner += 1
+        return cpp.ParallelDepth(parallel_depth=inner, start_depth=n)
+
+    cpp.LoopNest.max_parallel_depth = with_hints
+    try:
+        yield
+    finally:
+        cpp.LoopNest.max_parallel_depth = original
+
+
 def build_package(module: nn.Module, dtype: torch.dtype, device: torch.device, path: Path) -> None:
     """Export ``module`` for one image of dynamic H/W (multiples of its size multiple); AOT-compile it to ``path``."""
     from torch._inductor import aoti_compile_and_package
@@ -171,7 +229,7 @@ def build_package(module: nn.Module, dtype: torch.dtype, device: torch.device, p
     # Inductor's heuristics read the symbolic sizes' hints from the example: a photo-sized one.
     side = multiple * max(lo, 512 // multiple)
     example = torch.rand(1, 3, side, side, device=device)
-    with torch.no_grad():
+    with torch.no_grad(), _parallel_symbolic_reductions():
         program = torch.export.export(wrapper, (example,), dynamic_shapes={"x": dims})
         # Freezing folds the weights into prepacked oneDNN convolutions with fused bias/ReLU:
         # the inference-only CPU path; scoped to this compilation, not set process-wide.
