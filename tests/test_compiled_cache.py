@@ -285,3 +285,54 @@ def test_corrupt_onnx_cache_is_exported_again(tmp_path: Path, monkeypatch: pytes
     data, side = backends.cached_onnx(module)
     assert exports == [1] and data != b"not an onnx graph" and graph.read_bytes() == data and side > 0
     assert backends.cached_onnx(module) == (data, side) and exports == [1]  # intact now: reused
+
+
+def _fast_start_run(cache: Path, model: Path, photo: Path, out: Path, *extra: str) -> tuple[str, str]:
+    """``instyle stylize`` in a fresh process; returns (its stdout, whether torch got imported)."""
+    result = _run_fresh_process(f"""
+        import sys
+        from instyle.apps.cli import main
+        rc = main(["stylize", {str(photo)!r}, "-m", {str(model)!r}, "-o", {str(out)!r}, *{list(extra)!r}])
+        print("rc", rc, "torch", "torch" in sys.modules)
+    """, {"INSTYLE_CACHE": str(cache), "INSTYLE_AOT": "1"})
+    assert result.returncode == 0, result.stderr
+    return result.stdout, result.stdout.split()[-1]
+
+
+def test_a_plain_stylize_after_the_first_skips_torch_and_writes_the_same_bytes(
+        aot: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from instyle.apps.cli import main
+    from instyle.inference import faststart
+
+    cache = tmp_path / "cache"
+    shutil.copytree(aot.root, cache)
+    monkeypatch.setenv("INSTYLE_CACHE", str(cache))
+    monkeypatch.setattr(backends, "auto_candidates", lambda device: ["aot-fp32"])  # the package built here
+    photo, model = tmp_path / "photo.png", tmp_path / "model.safetensors"
+    shutil.copyfile(aot.model, model)
+    Image.fromarray((sample_image((70, 93))[0].permute(1, 2, 0).numpy() * 255).astype("uint8")).save(photo)
+    assert main(["stylize", str(photo), "-m", str(model), "-o", str(tmp_path / "torch.png")]) == 0
+    (record,) = (cache / "compiled" / "faststart").glob("*.json")
+    reference = (tmp_path / "torch.png").read_bytes()
+
+    out, imported = _fast_start_run(cache, model, photo, tmp_path / "fast.png")
+    assert "rc 0" in out and imported == "False", out  # no torch in the process
+    assert (tmp_path / "fast.png").read_bytes() == reference  # byte for byte the torch path's file
+
+    _, imported = _fast_start_run(cache, model, photo, tmp_path / "f.png", "--backend", "eager")
+    assert imported == "True"  # any flag: the normal path
+    assert faststart._load_record(model) is not None
+    library = Path(json.loads(record.read_text())["library"])
+    intact = library.read_bytes()
+    library.write_bytes(intact + b"x")  # a damaged library is never loaded
+    assert faststart._load_record(model) is None
+    library.write_bytes(intact)
+    _perturbed_copy(aot.model, model)  # the model file changed under its record
+    assert faststart._load_record(model) is None
+    shutil.copyfile(aot.model, model)
+    assert faststart._load_record(model) is not None
+    body = json.loads(record.read_text())
+    record.write_text(json.dumps({**body, "multiple": 8}))  # an edited record fails its checksum
+    assert faststart._load_record(model) is None

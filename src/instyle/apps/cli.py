@@ -8,6 +8,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from instyle.core.errors import InstyleError
 
@@ -240,6 +241,8 @@ def _cmd_stylize(a: argparse.Namespace) -> int:
     suffix = None if a.format is None else "." + a.format.lstrip(".").lower()
     report = stylize_paths(stylizer, a.inputs, a.output, suffix=suffix, max_pixels=max_pixels, warn=_warn,
                            **controls)
+    if report.written and not report.failed:
+        _record_fast_start(stylizer, a, controls, max_pixels)
     for path in report.written if len(report.written) <= 3 else []:
         print(f"wrote {path}")
     if len(report.written) > 3:
@@ -248,6 +251,31 @@ def _cmd_stylize(a: argparse.Namespace) -> int:
         _warn(f"{len(report.failed)} of {len(report.failed) + len(report.written)} inputs failed")
         return 1
     return 0
+
+
+def _record_fast_start(stylizer: Any, a: argparse.Namespace, controls: dict[str, Any], max_pixels: int | None) -> None:
+    """After a plain stylize whose ``auto`` pick is a compiled package, let the next plain one skip
+    torch (``instyle.inference.faststart``): only when no flag changed what the network computes."""
+    from instyle.data.images import DEFAULT_MAX_PIXELS
+    from instyle.inference import compiled, faststart
+    from instyle.inference.backends import AotRunner
+    from instyle.inference.tiling import AUTO_TILE_PIXELS
+    from instyle.zoo import resolve_model
+
+    runner = stylizer._runner
+    plain = a.backend == "auto" and a.tile is None and a.format is None and max_pixels == DEFAULT_MAX_PIXELS
+    defaults = stylizer.defaults
+    if not (plain and isinstance(runner, AotRunner) and runner.device.type == "cpu" and not stylizer.noise_channels
+            and all(v in (None, False) for v in controls.values()) and defaults.strength == 1.0
+            and defaults.scale == 1.0 and stylizer.tile is None):
+        return
+    package = compiled.package_of(runner.run)
+    if package is None:
+        return
+    import torch
+
+    faststart.record(resolve_model(a.model or a.style), package[0], package[1], runner.multiple, runner.min_size,
+                     torch.get_num_threads(), {"tile_pixels": AUTO_TILE_PIXELS, "max_side": compiled.MAX_SIDE})
 
 
 # ----------------------------------------------------------------------------- data, styles, demo
@@ -730,8 +758,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from instyle.inference.faststart import try_stylize
+
+    words = list(sys.argv[1:] if argv is None else argv)
     try:
+        fast = try_stylize(words)  # a plain stylize of a style compiled here before: no torch import
+        if fast is not None:
+            return fast
+        args = build_parser().parse_args(words)
         return int(args.func(args) or 0)
     except InstyleError as exc:
         _warn(f"error: {exc}")

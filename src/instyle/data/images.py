@@ -15,13 +15,16 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from instyle.core.errors import InstyleError
 from instyle.core.files import atomic_path, refuse_overwriting
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -60,6 +63,8 @@ SAVE_FORMATS: dict[str, str] = {
     ".tif": "TIFF",
     ".tiff": "TIFF",
 }
+#: Modes whose ICC profile describes RGB, so it stays right on the RGB result (not grey or CMYK ones).
+RGB_PROFILE_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA"})
 _ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 _ICC_FORMATS = {"JPEG", "PNG", "WEBP", "TIFF"}
 
@@ -307,6 +312,8 @@ def save_image(
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """PIL image -> float32 (3, H, W) tensor in [0, 1], the models' input convention."""
+    import torch  # here, not at the top: the fast start path reads and writes images without torch
+
     rgb = img if img.mode == "RGB" else img.convert("RGB")
     arr = np.asarray(rgb, dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous().float().div_(255.0)
@@ -314,6 +321,8 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
 
 def tensor_to_pil(t: torch.Tensor) -> Image.Image:
     """(3, H, W) or (1, 3, H, W) tensor of any float dtype in [0, 1] -> 8-bit RGB (clamped, rounded)."""
+    import torch
+
     x = t.detach()
     if x.dim() == 4 and x.shape[0] == 1:
         x = x[0]

@@ -36,11 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from instyle.core.cpu import cpu_features
 from instyle.core.errors import InstyleError
 from instyle.core.files import atomic_write_text, cache_dir, sha256_file
+from instyle.core.padding import padding_for
 from instyle.core.version import __version__
 from instyle.inference.rewrites import index_upsampling
-from instyle.models.layers import padding_for
 from instyle.models.norms import fused_instance_norm
 
 #: Largest side the compiled graph takes (8K); larger images run eagerly.
@@ -50,28 +51,12 @@ MAX_SIDE = 8192
 PACKAGE_KIND = "aoti/5"
 #: How many packages this process has compiled (tests assert reuse on it, never on timing).
 build_count = 0
-_FEATURE_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
-                  "amx_bf16", "amx_int8", "amx_tile", "fma", "f16c")
 _LOADED: dict[str, Any] = {}  # path + sha -> loaded package, so Stylizers of one model share it
 
 
 def note(message: str) -> None:
     """One line on stderr: first-use compilation and fallbacks are news, never tracebacks."""
     print(f"instyle: {message}", file=sys.stderr, flush=True)
-
-
-def cpu_features() -> list[str]:
-    """The CPU flags that change which kernels inductor generates (part of every cache key)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return [platform.processor() or "unknown"]
-    flags: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
-    return [f for f in _FEATURE_FLAGS if f in flags]
 
 
 def has_amx() -> bool:
@@ -308,6 +293,15 @@ def _cached_load(path: Path, digest: str, device: torch.device) -> Any:
     if tag not in _LOADED:
         _LOADED[tag] = _load_package(path, device)
     return _LOADED[tag]
+
+
+def package_of(run: Any) -> tuple[Path, str] | None:
+    """The verified package file and its sha256 behind a callable ``load_or_build`` returned."""
+    for tag, loaded in _LOADED.items():
+        if loaded is run:
+            path, digest = tag.rsplit("|", 1)
+            return Path(path), digest
+    return None
 
 
 def pad_for(x: Tensor, multiple: int, min_size: int) -> tuple[Tensor, tuple[int, int, int, int]]:

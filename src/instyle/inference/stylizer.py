@@ -8,7 +8,6 @@ an input, stop the run with one line instead of silently losing a result halfway
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -27,11 +26,8 @@ from instyle.core.files import check_output_path
 from instyle.core.hardware import pick_device
 from instyle.data.images import (
     DEFAULT_MAX_PIXELS,
-    IMAGE_EXTENSIONS,
-    SAVE_FORMATS,
+    RGB_PROFILE_MODES,
     ImageError,
-    ensure_none_is_input,
-    list_images,
     load_image,
     pil_to_tensor,
     save_image,
@@ -40,6 +36,7 @@ from instyle.data.images import (
 )
 from instyle.inference.backends import BACKENDS, Runner, build_runner
 from instyle.inference.controls import blend, check_scale, preserve_color, resize, scaled_size
+from instyle.inference.outputs import plan_outputs
 from instyle.inference.tiling import AUTO_TILE_PIXELS, DEFAULT_OVERLAP, DEFAULT_TILE, stylize_tiled
 from instyle.models.card import Defaults, ModelCard
 from instyle.models.clamped import ClampedGenerator
@@ -48,8 +45,6 @@ from instyle.models.modelfile import at_stroke, check_stroke, load_model
 from instyle.models.registry import noise_channels
 from instyle.zoo import resolve_model
 
-# Modes whose ICC profile describes RGB, so it stays right on the RGB result (not grey or CMYK ones).
-_RGB_PROFILE_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA"})
 STROKE_CACHE = 8  # stroke values whose networks a Stylizer keeps built
 _NO_AOT = {"aot-fp32": "eager", "aot-bf16": "bf16", "aot-fp16": "fp16"}  # per-stroke paths: no minute-long build
 
@@ -202,7 +197,7 @@ class Stylizer:
         out = tensor_to_pil(self.stylize_tensor(pil_to_tensor(rgb), **controls))
         if alpha is not None:
             out.putalpha(alpha)
-        if image.info.get("icc_profile") and image.mode in _RGB_PROFILE_MODES:
+        if image.info.get("icc_profile") and image.mode in RGB_PROFILE_MODES:
             out.info["icc_profile"] = image.info["icc_profile"]  # Pillow's PNG/JPEG/WebP/TIFF writers embed it
         return out
 
@@ -223,84 +218,6 @@ def check_scaled_pixels(size: tuple[int, int], scaled: tuple[int, int], scale: f
 class StylizeReport:
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def plan_outputs(inputs: Sequence[str | Path], output: str | Path, suffix: str | None = None
-                 ) -> list[tuple[Path, Path]]:
-    """Pair each input image with its output path, or refuse the whole plan with one line.
-
-    One input file and an output with an image extension: that file. Otherwise ``output`` is a
-    folder: files named directly keep their names, images found in a folder keep their path
-    relative to it (sub-folders are mirrored), with ``suffix`` as the extension if given. Images
-    already inside the output folder are not inputs (so a rerun does not stylize its own results).
-    Refused before any work: two inputs that would write the same file (``d1/x.png d2/x.png``, or
-    ``x.png x.jpg --format jpg``) and an output that is one of the inputs.
-    """
-    out = Path(output)
-    single_file = len(inputs) == 1 and not Path(inputs[0]).is_dir() and out.suffix.lower() in IMAGE_EXTENSIONS
-    if single_file:
-        pairs = [(Path(inputs[0]), out)]
-    else:
-        if out.suffix.lower() in IMAGE_EXTENSIONS and not out.is_dir():
-            raise InstyleError(f"{out}: several inputs need an output folder, not a file name")
-        if out.exists() and not out.is_dir():
-            raise InstyleError(f"{out}: is a file; the output for these inputs must be a folder")
-        pairs = []
-        for item in inputs:
-            src = Path(item)
-            if src.is_dir():
-                for f in list_images([src]):
-                    if _strictly_inside(f, out, src):
-                        continue
-                    pairs.append((f, (out / f.relative_to(src)).with_suffix(suffix or f.suffix)))
-            else:
-                pairs.append((src, out / (src.stem + (suffix or src.suffix))))
-        # inputs in formats we read but don't write (GIF, PPM…) come out as PNG
-        pairs = [(s, d if d.suffix.lower() in SAVE_FORMATS else d.with_suffix(".png")) for s, d in pairs]
-    pairs = _dedupe(pairs)
-    if not pairs:  # exit 0 after doing nothing would read as success
-        raise InstyleError(f"no images found in {', '.join(map(str, inputs))}")
-    _refuse_clashes(pairs, suffix)
-    ensure_none_is_input([d for _, d in pairs], [s for s, _ in pairs])
-    return pairs
-
-
-def _key(path: Path) -> str:
-    return os.path.normcase(os.path.abspath(path))
-
-
-def _strictly_inside(f: Path, out: Path, src: Path) -> bool:
-    """``f`` lies in the output folder, and that folder is inside (not equal to) the input folder."""
-    o, s, p = _key(out), _key(src), _key(f)
-    return o != s and o.startswith(s + os.sep) and p.startswith(o + os.sep)
-
-
-def _dedupe(pairs: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
-    """The same file reached twice (``dir dir/x.png``, or a folder given twice) is done once."""
-    seen: set[tuple[str, str]] = set()
-    kept = []
-    for s, d in pairs:
-        k = (os.path.realpath(s), _key(d))
-        if k not in seen:
-            seen.add(k)
-            kept.append((s, d))
-    return kept
-
-
-def _refuse_clashes(pairs: list[tuple[Path, Path]], suffix: str | None) -> None:
-    by_dst: dict[str, list[tuple[Path, Path]]] = {}
-    for s, d in pairs:
-        by_dst.setdefault(_key(d), []).append((s, d))
-    clashes = [group for group in by_dst.values() if len(group) > 1]
-    if not clashes:
-        return
-    first = clashes[0]
-    names = " and ".join(str(s) for s, _ in first[:2]) + (f" (+{len(first) - 2} more)" if len(first) > 2 else "")
-    more = f"; {len(clashes) - 1} more output names clash too" if len(clashes) > 1 else ""
-    hint = "give them different names or separate output folders"
-    if suffix or any(s.suffix.lower() != d.suffix.lower() for s, d in first):
-        hint = "they differ only in extension: drop --format, rename one, or use separate output folders"
-    raise InstyleError(f"{first[0][1]}: {names} would both be written here{more}; nothing was stylized ({hint})")
 
 
 def stylize_paths(stylizer: Stylizer, inputs: Sequence[str | Path], output: str | Path, *,

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from instyle.core.padding import padding_for
 from instyle.models.norms import make_norm
 
 
@@ -61,17 +62,6 @@ class ConvNormAct(nn.Sequential):
         if act:
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
-
-
-def padding_for(h: int, w: int, multiple: int, min_size: int = 16) -> tuple[tuple[int, int, int, int], str]:
-    """The (left, right, top, bottom) padding that brings H and W up to a multiple and at least
-    ``min_size``, and its mode (reflection where the image is large enough, else replication)."""
-    th = max(min_size, -(-h // multiple) * multiple)
-    tw = max(min_size, -(-w // multiple) * multiple)
-    th, tw = -(-th // multiple) * multiple, -(-tw // multiple) * multiple
-    ph, pw = th - h, tw - w
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int, min_size: int = 16) -> tuple[torch.Tensor, tuple[int, int]]:
