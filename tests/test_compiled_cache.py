@@ -294,8 +294,8 @@ def _fast_start_run(cache: Path, model: Path, photo: Path, out: Path, *extra: st
         from instyle.apps.cli import main
         rc = main(["stylize", {str(photo)!r}, "-m", {str(model)!r}, "-o", {str(out)!r}, *{list(extra)!r}])
         print("rc", rc, "torch", "torch" in sys.modules)
-    """, {"INSTYLE_CACHE": str(cache), "INSTYLE_AOT": "1"})
-    assert result.returncode == 0, result.stderr
+    """, {"INSTYLE_CACHE": str(cache), "INSTYLE_AOT": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())})
+    assert result.returncode == 0, result.stderr  # (threads as where the record was written: the same bytes)
     return result.stdout, result.stdout.split()[-1]
 
 

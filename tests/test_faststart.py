@@ -4,6 +4,7 @@ compiled package, is in tests/test_compiled_cache.py."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +48,12 @@ def test_the_fast_start_modules_import_without_torch() -> None:
             "instyle.inference.outputs; print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr
+
+
+def test_the_thread_count_follows_torch_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert faststart._threads() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "many")
+    assert faststart._threads() is None  # never equal to a recorded count: the torch path runs
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert 1 <= faststart._threads() <= (os.cpu_count() or 1)

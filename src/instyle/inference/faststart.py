@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from instyle.core.cpu import cpu_features
+from instyle.core.cpu import cpu_features, physical_cores_available
 from instyle.core.files import atomic_path, atomic_write_text, cache_dir, check_output_path, sha256_file
 from instyle.core.padding import padding_for
 from instyle.core.version import __version__
@@ -139,7 +139,19 @@ def _load_record(model: Path) -> dict[str, Any] | None:
     library = Path(data["library"])
     if not library.is_file() or sha256_file(library) != data.get("library_sha256"):
         return None
+    if data.get("threads") != _threads():  # reductions split by thread: the same count, the same bytes
+        return None
     return data
+
+
+def _threads() -> int | None:
+    """The intra-op thread count torch would take in this process: ``OMP_NUM_THREADS`` or the
+    physical cores it may run on. The torch path records its own; a mismatch (another affinity,
+    another setting) sends the call down the torch path, which records again."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env:
+        return int(env) if env.isdigit() and int(env) > 0 else None
+    return physical_cores_available()
 
 
 class _Package:
@@ -150,7 +162,7 @@ class _Package:
         if spec is None or not spec.submodule_search_locations:
             raise OSError("torch is not installed")
         lib = Path(next(iter(spec.submodule_search_locations))) / "lib"
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # torch's own default, recorded by the torch path
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # what torch would use here (``_threads``)
         ctypes.CDLL(str(lib / "libc10.so"), mode=ctypes.RTLD_GLOBAL)
         shim = ctypes.CDLL(str(lib / "libtorch_cpu.so"), mode=ctypes.RTLD_GLOBAL)
         model = ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
