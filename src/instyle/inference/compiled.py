@@ -142,11 +142,6 @@ def size_multiple(module: nn.Module) -> tuple[int, int]:
     return 1, 16
 
 
-#: Whether ``build_package`` lets inductor split instance-norm reductions over symbolic sizes
-#: across threads (``_parallel_symbolic_reductions``).
-PARALLEL_REDUCTIONS = True
-
-
 @contextlib.contextmanager
 def _parallel_symbolic_reductions() -> Iterator[None]:
     """Let inductor's C++ backend parallelise a reduction over a *symbolic* extent, as it does over a
@@ -173,7 +168,7 @@ def _parallel_symbolic_reductions() -> Iterator[None]:
     def with_hints(self: Any) -> Any:
         depth = original(self)
         loops = self.loops
-        if not PARALLEL_REDUCTIONS or not loops or depth.start_depth != 0 or depth.parallel_depth >= len(loops):
+        if not loops or depth.start_depth != 0 or depth.parallel_depth >= len(loops):
             return depth
         n = depth.parallel_depth
         if not loops[n].is_reduction or not any(getattr(loop.size, "free_symbols", None) for loop in loops[: n + 1]):

@@ -76,20 +76,18 @@ def record(model: Path, package: Path, package_sha: str, multiple: int, min_size
     with contextlib.suppress(OSError, ValueError, KeyError, zipfile.BadZipFile):
         with zipfile.ZipFile(package) as z:
             (name,) = [n for n in z.namelist() if n.endswith(".so")]
-            library = _folder() / f"{package_sha[:32]}.so"
-            if not library.is_file() or sha256_file(library) != _digest_bytes(z, name):
-                library.parent.mkdir(parents=True, exist_ok=True)
-                with atomic_path(library) as tmp:
-                    Path(tmp).write_bytes(z.read(name))
+            data = z.read(name)
+        digest = hashlib.sha256(data).hexdigest()
+        library = _folder() / f"{package_sha[:32]}.so"
+        if not library.is_file() or sha256_file(library) != digest:
+            library.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(library) as tmp:
+                Path(tmp).write_bytes(data)
         body = {"format": FORMAT, "model": str(model.resolve()), "model_sha256": sha256_file(model),
-                "library": str(library), "library_sha256": sha256_file(library), "multiple": multiple,
+                "library": str(library), "library_sha256": digest, "multiple": multiple,
                 "min_size": min_size, "threads": threads, "limits": limits, "machine": machine()}
         body["sha256"] = _digest(body)
         atomic_write_text(_record_path(model), json.dumps(body, indent=1))
-
-
-def _digest_bytes(z: zipfile.ZipFile, name: str) -> str:
-    return hashlib.sha256(z.read(name)).hexdigest()
 
 
 def _parse(argv: list[str]) -> tuple[str, str, str] | None:

@@ -79,6 +79,15 @@ def replace_modules(module: nn.Module, make: Callable[[str, nn.Module], nn.Modul
     return module
 
 
+def _after_pad1(block: Upsample) -> list[nn.Module]:
+    """The layers of a johnson ``Upsample`` block after its reflection pad of 1 (conv, norm, act),
+    which the rewrites below compute without it; any other first layer is refused."""
+    pad, *rest = block.conv
+    if not (isinstance(pad, nn.ReflectionPad2d) and tuple(pad.padding) == (1, 1, 1, 1)):
+        raise ValueError("expected a reflection pad of 1 before the upsampling block's convolution")
+    return rest
+
+
 def fold_upsampling(module: nn.Module) -> nn.Module:
     """Replace (in place) each johnson ``Upsample`` block's upsample + pad + conv by a
     ``SubpixelUpConv``, keeping its norm and activation; returns ``module``."""
@@ -86,9 +95,10 @@ def fold_upsampling(module: nn.Module) -> nn.Module:
     def fold(name: str, child: nn.Module) -> nn.Module | None:
         if not isinstance(child, Upsample):
             return None
-        pad, conv, *rest = child.conv
-        if not (isinstance(pad, nn.ReflectionPad2d) and tuple(pad.padding) == (1, 1, 1, 1)):
-            raise ValueError(f"{name}: expected a reflection pad of 1 before the convolution")
+        try:
+            conv, *rest = _after_pad1(child)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
         return nn.Sequential(SubpixelUpConv(conv), *rest)
 
     return replace_modules(module, fold)
@@ -123,10 +133,7 @@ class GatherUpConv(nn.Module):
 
     def __init__(self, block: Upsample):
         super().__init__()
-        pad, *rest = block.conv
-        if not (isinstance(pad, nn.ReflectionPad2d) and tuple(pad.padding) == (1, 1, 1, 1)):
-            raise ValueError("expected a reflection pad of 1 before the upsampling block's convolution")
-        self.rest = nn.Sequential(*rest)
+        self.rest = nn.Sequential(*_after_pad1(block))
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
