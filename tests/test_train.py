@@ -40,6 +40,8 @@ def test_real_training_run_lowers_the_loss_and_writes_a_card(photos_dir, style_i
     assert [r["step"] for r in card.data["metrics"]["holdout_curve"]] == [10, 20]
     elapsed = [r["elapsed"] for r in card.data["metrics"]["holdout_curve"]]
     assert 0 < elapsed[0] < elapsed[1] <= card.data["wall_time_s"] + 0.1, "held-out points carry the wall clock"
+    cpu = [r["cpu_s"] for r in card.data["metrics"]["holdout_curve"]]
+    assert 0 < cpu[0] < cpu[1] <= card.data["cpu_time_s"] + 0.1, "and the CPU time spent so far"
     assert card.data["metrics"]["holdout_final"]["style"] > 0
     assert not (tmp_path / "m.ckpt.safetensors").exists(), "checkpoint is removed once the model is written"
     model, _ = load_model(out)
@@ -66,6 +68,8 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(photos_dir, styl
         train(cfg, progress=False, on_log=die)
     assert (tmp_path / "run.ckpt.safetensors").exists() and not out.exists()
     train(cfg, resume=True, progress=False)
+    resumed, whole = read_card(out).data, read_card(ref).data
+    assert 0.6 * whole["cpu_time_s"] < resumed["cpu_time_s"] < 3 * whole["cpu_time_s"] + 1, "CPU time carried over"
 
     a, b = load_file(str(ref)), load_file(str(out))
     assert a.keys() == b.keys()

@@ -182,6 +182,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
     compiled = cfg.compile or cfg.cuda_graphs
     fwd_net, fwd_loss = compiled_step_modules(net, criterion, cfg.cuda_graphs) if compiled else (net, criterion)
     t0 = time.perf_counter() - state["elapsed"]
+    c0 = time.process_time() - state.get("cpu_s", 0.0)  # CPU time: a paused or crowded run still counts true
     held: dict[str, str] = {}  # the last held-out total, shown beside the training loss terms
     while state["step"] < end:
         if cfg.cuda_graphs:  # the last step's graph outputs (read below, at its log step) may now be reused
@@ -229,10 +230,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
         if hold is not None and (step % cfg.eval_every == 0 or step == end):
             hold_targets = chunked_content_targets(criterion, hold)
             elapsed = round(time.perf_counter() - t0, 2)  # training time so far, for loss-vs-wall-clock plots
+            cpu_s = round(time.process_time() - c0, 2)
             totals = []
             for s in range(rows):
-                rec = {"step": step, "elapsed": elapsed, **evaluate_holdout(model, criterion, hold, amp_dtype,
-                                                        s if rows > 1 else None, hold_targets)}
+                rec = {"step": step, "elapsed": elapsed, "cpu_s": cpu_s,
+                       **evaluate_holdout(model, criterion, hold, amp_dtype, s if rows > 1 else None, hold_targets)}
                 if cfg.strokes:
                     rec["stroke"] = cfg.strokes[s]
                 elif rows > 1:
@@ -246,10 +248,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
         bar.update(1)
         if main and step % cfg.checkpoint_every == 0 and step < end:
             state["elapsed"] = time.perf_counter() - t0
+            state["cpu_s"] = time.process_time() - c0
             state["skipped"] = guard.check()
             save_checkpoint(ckpt_path, model, opt, state, best)
     bar.close()
     state["elapsed"] = time.perf_counter() - t0
+    state["cpu_s"] = time.process_time() - c0
     state["weights_step"] = state["step"]
     if best and state["best"]["step"] != state["step"]:
         model.load_state_dict(best)  # a late loss spike or a noisy last step costs nothing
@@ -346,6 +350,7 @@ def init_from_model(model: torch.nn.Module, cfg: TrainConfig) -> dict[str, Any]:
     same = [e.get("sha256") for e in card.styles] == [sha256_file(f) for f in cfg.style_files()] \
         and list(card.strokes or []) == list(cfg.strokes) and card.data.get("loss_preset") == cfg.loss
     return {"step": steps, "start": steps, "elapsed": card.wall_time_s if same else 0.0,
+            "cpu_s": float(card.data.get("cpu_time_s", 0.0)) if same else 0.0,
             "holdout_curve": list(card.metrics.get("holdout_curve", [])) if same else [],
             "init": {"file": path.name, "sha256": sha256_file(path), "steps": steps}}
 
@@ -430,6 +435,7 @@ def _model_card(cfg: TrainConfig, loss: dict[str, Any], state: dict[str, Any], d
         **({"init": state["init"]} if "init" in state else {}),
         **({"adapt": state["adapt"]} if "adapt" in state else {}),
         "wall_time_s": round(state["elapsed"], 1),
+        "cpu_time_s": round(state.get("cpu_s", 0.0), 1),  # all threads' CPU seconds: the per-CPU-minute budget
         "machine": machine_description(),
         "device": str(device),
         "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
