@@ -254,28 +254,33 @@ def _cmd_stylize(a: argparse.Namespace) -> int:
 
 
 def _record_fast_start(stylizer: Any, a: argparse.Namespace, controls: dict[str, Any], max_pixels: int | None) -> None:
-    """After a plain stylize whose ``auto`` pick is a compiled package, let the next plain one skip
-    torch (``instyle.inference.faststart``): only when no flag changed what the network computes."""
+    """After a plain stylize whose ``auto`` pick is a compiled package or ONNX Runtime, let the next
+    plain one skip torch (``instyle.inference.faststart``): only when no flag changed what the network
+    computes."""
     from instyle.data.images import DEFAULT_MAX_PIXELS
     from instyle.inference import compiled, faststart
-    from instyle.inference.backends import AotRunner
+    from instyle.inference.backends import AotRunner, OnnxRunner
     from instyle.inference.tiling import AUTO_TILE_PIXELS
     from instyle.zoo import resolve_model
 
     runner = stylizer._runner
     plain = a.backend == "auto" and a.tile is None and a.format is None and max_pixels == DEFAULT_MAX_PIXELS
     defaults = stylizer.defaults
-    if not (plain and isinstance(runner, AotRunner) and runner.device.type == "cpu" and not stylizer.noise_channels
-            and all(v in (None, False) for v in controls.values()) and defaults.strength == 1.0
-            and defaults.scale == 1.0 and stylizer.tile is None):
+    if not (plain and isinstance(runner, AotRunner | OnnxRunner) and runner.device.type == "cpu"
+            and not stylizer.noise_channels and all(v in (None, False) for v in controls.values())
+            and defaults.strength == 1.0 and defaults.scale == 1.0 and stylizer.tile is None):
+        return
+    model, limits = resolve_model(a.model or a.style), {"tile_pixels": AUTO_TILE_PIXELS, "max_side": compiled.MAX_SIDE}
+    if isinstance(runner, OnnxRunner):
+        limits["max_side"] = 1 << 31  # the ONNX graph has no side limit of its own
+        faststart.record_onnx(model, runner.graph[0], runner.graph[1], runner.min_side, runner.threads, limits)
         return
     package = compiled.package_of(runner.run)
     if package is None:
         return
     import torch
 
-    faststart.record(resolve_model(a.model or a.style), package[0], package[1], runner.multiple, runner.min_size,
-                     torch.get_num_threads(), {"tile_pixels": AUTO_TILE_PIXELS, "max_side": compiled.MAX_SIDE})
+    faststart.record(model, package[0], package[1], runner.multiple, runner.min_size, torch.get_num_threads(), limits)
 
 
 # ----------------------------------------------------------------------------- data, styles, demo

@@ -12,6 +12,11 @@ installed metadata, the CPU's flags from /proc/cpuinfo), loads ``libtorch_cpu`` 
 second) and the library with ctypes, and runs the same graph on the same padded pixels, so the file
 it writes is byte-for-byte the one the torch path writes (tests/test_compiled_cache.py).
 
+Where ``auto`` picked ONNX Runtime (CPUs without AMX, where it is usually the fastest validated
+path), the record names the cached, checksummed ONNX graph instead, and the later call opens it in
+ONNX Runtime with the torch path's options (``instyle.inference.ortsession``): no torch either,
+the same bytes out (tests/test_faststart.py).
+
 Anything else, including any flag, a folder, a large image that would be tiled, a changed model
 file, a damaged record or library, another torch or CPU, returns ``None`` before any output is
 written, and the normal path runs. ``INSTYLE_FASTSTART=0`` (or ``INSTYLE_AOT=0``) turns it off.
@@ -41,7 +46,8 @@ from instyle.core.version import __version__
 from instyle.data.images import DEFAULT_MAX_PIXELS, RGB_PROFILE_MODES, load_image, save_image
 from instyle.inference.outputs import plan_outputs
 
-FORMAT = 1
+FORMAT = 2
+_ENGINE_FILES = {"aoti": "library", "onnxruntime": "graph"}  # engine -> the record's checked file
 _STYLE_FLAGS = ("-s", "--style", "-m", "--model")
 _OUTPUT_FLAGS = ("-o", "--output")
 
@@ -57,12 +63,15 @@ def _record_path(model: Path) -> Path:
 
 def machine() -> dict[str, Any]:
     """What the package was built for, as far as it can be known without importing torch."""
+    return {"torch": _version("torch"), "onnxruntime": _version("onnxruntime"), "instyle": __version__,
+            "python": platform.python_version(), "arch": platform.machine(), "cpu": cpu_features()}
+
+
+def _version(distribution: str) -> str | None:
     try:
-        torch_version = importlib.metadata.version("torch")
+        return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
-        torch_version = None
-    return {"torch": torch_version, "instyle": __version__, "python": platform.python_version(),
-            "arch": platform.machine(), "cpu": cpu_features()}
+        return None
 
 
 def _digest(body: dict[str, Any]) -> str:
@@ -83,11 +92,26 @@ def record(model: Path, package: Path, package_sha: str, multiple: int, min_size
             library.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(library) as tmp:
                 Path(tmp).write_bytes(data)
-        body = {"format": FORMAT, "model": str(model.resolve()), "model_sha256": sha256_file(model),
-                "library": str(library), "library_sha256": digest, "multiple": multiple,
-                "min_size": min_size, "threads": threads, "limits": limits, "machine": machine()}
-        body["sha256"] = _digest(body)
-        atomic_write_text(_record_path(model), json.dumps(body, indent=1))
+        _write(model, {"engine": "aoti", "library": str(library), "library_sha256": digest, "multiple": multiple,
+                       "min_size": min_size, "threads": threads, "limits": limits})
+
+
+def record_onnx(model: Path, graph: Path, graph_sha: str, min_side: int, threads: int,
+                limits: dict[str, int]) -> None:
+    """The same after a plain stylize whose ``auto`` pick was ONNX Runtime (CPUs without AMX): the
+    later call runs the cached, checked graph in ONNX Runtime, which needs no torch either."""
+    with contextlib.suppress(OSError, ValueError):
+        if graph.is_file() and sha256_file(graph) == graph_sha:
+            _write(model, {"engine": "onnxruntime", "graph": str(graph), "graph_sha256": graph_sha,
+                           "min_side": min_side, "threads": threads, "limits": limits})
+
+
+def _write(model: Path, engine: dict[str, Any]) -> None:
+    body = {"format": FORMAT, "model": str(model.resolve()), "model_sha256": sha256_file(model), **engine,
+            "machine": machine()}
+    body["sha256"] = _digest(body)
+    _folder().mkdir(parents=True, exist_ok=True)
+    atomic_write_text(_record_path(model), json.dumps(body, indent=1))
 
 
 def _parse(argv: list[str]) -> tuple[str, str, str] | None:
@@ -134,8 +158,12 @@ def _load_record(model: Path) -> dict[str, Any] | None:
         return None
     if data.get("model") != str(model.resolve()) or sha256_file(model) != data.get("model_sha256"):
         return None
-    library = Path(data["library"])
-    if not library.is_file() or sha256_file(library) != data.get("library_sha256"):
+    engine = data.get("engine")
+    if engine not in _ENGINE_FILES:
+        return None
+    key = _ENGINE_FILES[engine]
+    artefact = Path(data[key])
+    if not artefact.is_file() or sha256_file(artefact) != data.get(f"{key}_sha256"):
         return None
     if data.get("threads") != _threads():  # reductions split by thread: the same count, the same bytes
         return None
@@ -223,8 +251,27 @@ def _stylize_pixels(rgb: Image.Image, rec: dict[str, Any]) -> Image.Image:
     x = np.pad(x, ((top, bottom), (left, right), (0, 0)), mode="reflect" if mode == "reflect" else "edge")
     x = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
     y = _Package(Path(rec["library"]), int(rec["threads"]))(x)[0, :, top : top + h, left : left + w]
+    return _to_image(y)
+
+
+def _to_image(y: np.ndarray) -> Image.Image:
+    """(3, H, W) float32 -> RGB, rounded as ``tensor_to_pil`` does."""
     y = np.rint(np.clip(np.nan_to_num(y, nan=0.0), 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
     return Image.fromarray(np.ascontiguousarray(y.transpose(1, 2, 0)))
+
+
+def _stylize_onnx(rgb: Image.Image, rec: dict[str, Any]) -> Image.Image:
+    """``OnnxRunner`` without torch: the graph pads and crops itself; the bytes run are the ones hashed."""
+    from instyle.inference.ortsession import open_session
+
+    data = Path(rec["graph"]).read_bytes()
+    if hashlib.sha256(data).hexdigest() != rec["graph_sha256"]:
+        raise OSError("the graph changed after it was checked")
+    arr = np.asarray(rgb if rgb.mode == "RGB" else rgb.convert("RGB"), dtype=np.uint8)
+    x = np.ascontiguousarray((arr.astype(np.float32) / np.float32(255.0)).transpose(2, 0, 1)[None])
+    session = open_session(data, int(rec["threads"]))
+    (y,) = session.run(None, {session.get_inputs()[0].name: x})
+    return _to_image(np.asarray(y, dtype=np.float32)[0])
 
 
 def try_stylize(argv: list[str]) -> int | None:
@@ -247,7 +294,12 @@ def try_stylize(argv: list[str]) -> int | None:
         w, h = loaded.size
         if h * w > rec["limits"]["tile_pixels"] or max(h, w) > rec["limits"]["max_side"]:
             return None  # tiled or eager in the torch path
-        result = _stylize_pixels(loaded.rgb, rec)
+        if rec["engine"] == "onnxruntime":
+            if min(h, w) < rec["min_side"]:
+                return None  # eager in the torch path
+            result = _stylize_onnx(loaded.rgb, rec)
+        else:
+            result = _stylize_pixels(loaded.rgb, rec)
         if loaded.rgb.info.get("icc_profile") and loaded.rgb.mode in RGB_PROFILE_MODES:
             result.info["icc_profile"] = loaded.rgb.info["icc_profile"]
     except Exception:  # anything unexpected: the normal path decides (and explains) instead
