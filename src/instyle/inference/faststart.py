@@ -44,6 +44,7 @@ from instyle.core.files import atomic_path, atomic_write_text, cache_dir, check_
 from instyle.core.padding import padding_for
 from instyle.core.version import __version__
 from instyle.data.images import DEFAULT_MAX_PIXELS, RGB_PROFILE_MODES, load_image, save_image
+from instyle.inference.ortsession import open_session
 from instyle.inference.outputs import plan_outputs
 
 FORMAT = 2
@@ -262,8 +263,6 @@ def _to_image(y: np.ndarray) -> Image.Image:
 
 def _stylize_onnx(rgb: Image.Image, rec: dict[str, Any]) -> Image.Image:
     """``OnnxRunner`` without torch: the graph pads and crops itself; the bytes run are the ones hashed."""
-    from instyle.inference.ortsession import open_session
-
     data = Path(rec["graph"]).read_bytes()
     if hashlib.sha256(data).hexdigest() != rec["graph_sha256"]:
         raise OSError("the graph changed after it was checked")
