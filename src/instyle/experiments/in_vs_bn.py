@@ -295,7 +295,7 @@ def _run_record(out: Path, stem: str, criterion: PerceptualLoss, photos: torch.T
         strips.append([tensor_to_pil(outputs[i]) for i in fig_rows])
     rec = {"format": RECORD_FORMAT, "eval_size": photos.shape[-1], "rows": rows, "wall_time_s": card.wall_time_s,
            "cpu_time_s": card.data.get("cpu_time_s"), "machine": card.data.get("machine"),
-           "precision": card.data.get("precision"), "threads": torch.get_num_threads(),
+           "precision": card.data.get("precision"), "threads": card.data.get("threads"),
            "steps": card.steps, "holdout_curve": card.metrics.get("holdout_curve", [])}
     target.parent.mkdir(parents=True, exist_ok=True)
     if fig_rows:

@@ -209,8 +209,8 @@ class OnnxRunner(Runner):
         self.device = device
         self.module = module
         self._fallback = ModuleRunner(module, device)
-        data, self.min_side = cached_onnx(module)
-        self.graph = onnx_cache_path(module), hashlib.sha256(data).hexdigest()  # for the fast start record
+        data, self.min_side, path, digest = _cached_onnx_file(module)
+        self.graph = path, digest  # the file and the sha256 of what runs: for the fast start record
         self.threads = threads or torch.get_num_threads()
         self.session = open_session(data, self.threads)
         self.input_name = self.session.get_inputs()[0].name
@@ -226,34 +226,37 @@ class OnnxRunner(Runner):
         return torch.from_numpy(y).to(x.device)
 
 
-def onnx_cache_path(module: nn.Module) -> Path:
-    """Where ``cached_onnx`` keeps this module's graph (its JSON sidecar beside it)."""
-    key = hashlib.sha256(f"{torch.__version__}|{compiled.weights_digest(module)}".encode()).hexdigest()[:32]
-    return cache_dir() / "onnx" / f"{key}.onnx"
-
-
 def cached_onnx(module: nn.Module) -> tuple[bytes, int]:
     """``export.onnx_bytes`` once per set of weights: the export takes seconds, a one-image CLI call
     shouldn't pay it. Returns the graph and its smallest exact side. The cached graph is only used
     when its sha256 matches its JSON sidecar (never trusted); otherwise it is exported again."""
+    data, side, _, _ = _cached_onnx_file(module)
+    return data, side
+
+
+def _cached_onnx_file(module: nn.Module) -> tuple[bytes, int, Path, str]:
+    """``cached_onnx``, with where the graph is kept and the sha256 of the bytes returned (computed
+    once, for the sidecar check or the sidecar): what the fast start record names."""
     import json
 
     from instyle.inference.export import onnx_bytes
 
-    path = onnx_cache_path(module)
+    key = hashlib.sha256(f"{torch.__version__}|{compiled.weights_digest(module)}".encode()).hexdigest()[:32]
+    path = cache_dir() / "onnx" / f"{key}.onnx"
     meta = compiled.read_json(path.with_suffix(".json"))
     if meta is not None and path.is_file():
         data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() == meta.get("sha256") and isinstance(meta.get("min_side"), int):
-            return data, meta["min_side"]
+        digest = hashlib.sha256(data).hexdigest()
+        if digest == meta.get("sha256") and isinstance(meta.get("min_side"), int):
+            return data, meta["min_side"], path, digest
     module_cpu = module if next(module.parameters()).device.type == "cpu" else copy.deepcopy(module).cpu()
     data, side = onnx_bytes(module_cpu.eval())
+    digest = hashlib.sha256(data).hexdigest()
     with contextlib.suppress(OSError):  # a read-only cache only costs the next call another export
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, data)
-        atomic_write_text(path.with_suffix(".json"),
-                          json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "min_side": side}))
-    return data, side
+        atomic_write_text(path.with_suffix(".json"), json.dumps({"sha256": digest, "min_side": side}))
+    return data, side, path, digest
 
 
 def _per_shape(cache: OrderedDict, key: tuple[int, ...], build: Callable[[], Any], max_size: int) -> Any:

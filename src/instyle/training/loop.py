@@ -436,6 +436,7 @@ def _model_card(cfg: TrainConfig, loss: dict[str, Any], state: dict[str, Any], d
         **({"adapt": state["adapt"]} if "adapt" in state else {}),
         "wall_time_s": round(state["elapsed"], 1),
         "cpu_time_s": round(state.get("cpu_s", 0.0), 1),  # all threads' CPU seconds: the per-CPU-minute budget
+        "threads": torch.get_num_threads(),  # intra-op threads the run trained with
         "machine": machine_description(),
         "device": str(device),
         "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
