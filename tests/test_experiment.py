@@ -78,3 +78,63 @@ def test_smoke_preset_writes_a_full_report(photos_dir: Path, style_image: Path, 
     next(iter((out / "runs").glob("*-s0.json"))).unlink()
     assert main([*args, "--recorded-only"]) == 2
     assert not (work / "models").exists()
+
+
+class _Killed(Exception):
+    """The end of a session, part-way through a run."""
+
+
+@pytest.mark.slow
+def test_a_parked_unfinished_run_continues_on_a_fresh_machine(photos_dir: Path, style_image: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from instyle.experiments import in_vs_bn
+    from instyle.training import loop
+    from instyle.training.checkpoints import read_checkpoint_state
+
+    monkeypatch.setitem(PRESETS, "smoke", dataclasses.replace(PRESETS["smoke"], generators=("ulyanov",),
+                                                              checkpoint_every=2))
+    out, work = tmp_path / "report", tmp_path / "work"
+    args = ["experiment", "in-vs-bn", "--preset", "smoke", "--out", str(out), "--work", str(work),
+            "--content", str(photos_dir), "--styles", str(style_image), "--quiet"]
+    real_save, saves = loop.save_checkpoint, []
+
+    def save_then_die(*a: object, **kw: object) -> None:
+        real_save(*a, **kw)  # type: ignore[arg-type]
+        saves.append(1)
+        if len(saves) == 2:
+            raise _Killed
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(_Killed):
+        main(args)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    stem = "ulyanov-stripes-batch-s0"
+    assert not (work / "models" / f"{stem}.safetensors").exists()
+
+    assert main([*args, "--park"]) == 0
+    parked = out / "partial" / f"{stem}.ckpt.safetensors"
+    assert read_checkpoint_state(parked)["step"] == 4 and (out / "partial" / f"{stem}.log.jsonl").stat().st_size
+
+    shutil.rmtree(work)  # a fresh machine: only the committed report folder is left
+    resumed: list[tuple[bool, int]] = []
+    real_train = in_vs_bn.train
+
+    def spy(cfg: in_vs_bn.TrainConfig, resume: bool = False, **kw: object) -> object:
+        ckpt = cfg.paths()[1]
+        resumed.append((resume, read_checkpoint_state(ckpt)["step"] if ckpt.is_file() else 0))
+        return real_train(cfg, resume=resume, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(in_vs_bn, "train", spy)
+    assert main(args) == 0
+    assert resumed[0] == (True, 4), "the parked run continues from its step-4 checkpoint, not from step 0"
+    assert resumed[1] == (False, 0), "the run that had not started starts from scratch"
+    assert json.loads((out / "runs" / f"{stem}.json").read_text())["steps"] == PRESETS["smoke"].iters
+    assert not list((out / "partial").iterdir()), "a recorded run's parked checkpoint is removed"
+
+    # a damaged parked checkpoint is refused in one line, before anything is copied or trained
+    assert main([*args, "--park"]) == 0
+    (out / "partial").mkdir(exist_ok=True)
+    (out / "partial" / "ulyanov-stripes-instance-s1.ckpt.safetensors").write_bytes(b"not a checkpoint")
+    monkeypatch.setitem(PRESETS, "smoke", dataclasses.replace(PRESETS["smoke"], seeds=(0, 1)))
+    assert main(args) == 2
+    assert not (work / "models" / "ulyanov-stripes-instance-s1.ckpt.safetensors").exists()

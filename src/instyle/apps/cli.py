@@ -378,6 +378,9 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
                    help="in-vs-bn: recompute the L-BFGS ceiling of the report in --out and rewrite it (no training)")
     p.add_argument("--recorded-only", action="store_true",
                    help="in-vs-bn: train nothing, report the seeds whose runs are all recorded in --out (interim)")
+    p.add_argument("--park", action="store_true",
+                   help="in-vs-bn: copy unfinished runs' checkpoints from --work into OUT/partial/ and stop (commit "
+                        "them: a re-run on another machine continues from them)")
     p.add_argument("--work", default=None, help="trained networks and caches (default runs/NAME-PRESET)")
     p.add_argument("--content", default=None, help="content photos (default: the fetched training set)")
     p.add_argument("--styles", default=None, help="comma-separated style images, or texture images for diversity "
@@ -393,9 +396,9 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
     if a.name == "diversity":
         from instyle.experiments import diversity
 
-        if a.preset not in diversity.PRESETS or a.rescore or a.recorded_only:
+        if a.preset not in diversity.PRESETS or a.rescore or a.recorded_only or a.park:
             raise InstyleError(f"experiment diversity: no preset {a.preset!r} (choose {', '.join(diversity.PRESETS)}); "
-                               "--rescore and --recorded-only are for in-vs-bn")
+                               "--rescore, --recorded-only and --park are for in-vs-bn")
         diversity.run(a.preset, Path(a.out or "docs/experiments"), work=Path(a.work) if a.work else None,
                       texture_files=styles, content=Path(a.content) if a.content else None, progress=not a.quiet)
         return 0
@@ -406,6 +409,9 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
         return 0
     if a.preset not in in_vs_bn.PRESETS:
         raise InstyleError(f"experiment in-vs-bn: no preset {a.preset!r}; choose {', '.join(in_vs_bn.PRESETS)}")
+    if a.park:
+        in_vs_bn.park(a.preset, out, work=Path(a.work) if a.work else None)
+        return 0
     in_vs_bn.run(a.preset, out, work=Path(a.work) if a.work else None,
                  content=Path(a.content) if a.content else None, style_files=styles, progress=not a.quiet,
                  recorded_only=a.recorded_only)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from instyle.core.errors import InstyleError
-from instyle.core.files import atomic_path, atomic_write_text
+from instyle.core.files import atomic_path, atomic_write_bytes, atomic_write_text
 from instyle.core.hardware import machine_description
 from instyle.core.metrics import mean_sd
 from instyle.data.datasets import link_folder, split_holdout
@@ -31,6 +31,7 @@ from instyle.data.images import list_images, save_image, tensor_to_pil
 from instyle.losses.perceptual import PerceptualLoss, get_preset
 from instyle.models import create_model, set_eval_stats
 from instyle.models.modelfile import load_model
+from instyle.training.checkpoints import read_checkpoint_state
 from instyle.training.config import TrainConfig
 from instyle.training.holdout import (
     center_crops,
@@ -65,6 +66,7 @@ class Preset:
     curve_photos: int = 0  # training photos each run keeps out for its held-out curve (0: no curve)
     eval_every: int = 200
     decay: int = 0
+    checkpoint_every: int = 0  # 0: every quarter of the run (at least 50 steps)
 
 
 PRESETS: dict[str, Preset] = {
@@ -80,7 +82,8 @@ PRESETS: dict[str, Preset] = {
     # Measured on a 2-core Zen 3, one thread per run: johnson 3.3 s a step here, so 12 runs are ~20 CPU-hours
     # (a few sessions of both cores, or minutes of a GPU loan); the ceilings (~80 min) are kept in OUT/runs/
     "medium": Preset(("johnson", "ulyanov"), ("starry-night",), (0, 1, 2), size=128, iters=2000, batch=4,
-                     holdout=8, eval_size=256, gatys_steps=100, curve_photos=8, eval_every=100, decay=500),
+                     holdout=8, eval_size=256, gatys_steps=100, curve_photos=8, eval_every=100, decay=500,
+                     checkpoint_every=100),
     # the same at the papers' scale, for a GPU
     "full": Preset(("johnson", "ulyanov"), ("starry-night", "great-wave", "composition-viii", "mona-lisa"),
                    (0, 1, 2), size=256, iters=5000, batch=4, holdout=16, eval_size=512, gatys_steps=500,
@@ -264,7 +267,8 @@ def _train_config(p: Preset, style_file: Path, train_dir: Path, stem: Path, gen:
     return TrainConfig(style=str(style_file), content=str(train_dir), output=str(stem.with_suffix(".safetensors")),
                        arch=gen, norm=norm, loss=p.loss, size=p.size, style_size=p.style_size, batch=p.batch,
                        iters=p.iters, lr=p.lr, seed=seed, precision=p.precision, holdout=p.curve_photos,
-                       eval_every=p.eval_every, decay=p.decay, checkpoint_every=max(50, p.iters // 4),
+                       eval_every=p.eval_every, decay=p.decay,
+                       checkpoint_every=p.checkpoint_every or max(50, p.iters // 4),
                        log_every=max(1, p.iters // 100))
 
 
@@ -280,6 +284,8 @@ def _run_record(out: Path, stem: str, criterion: PerceptualLoss, photos: torch.T
             return rec
     path = Path(cfg.output)
     if not path.is_file():
+        if _take_parked(out / PARKED, stem, cfg):
+            log(f"{stem}: continuing from the checkpoint parked in {out / PARKED}")
         log(f"training {stem}")
         train(cfg, resume=cfg.paths()[1].is_file(), progress=progress)
     model, card = load_model(path)
@@ -304,7 +310,58 @@ def _run_record(out: Path, stem: str, criterion: PerceptualLoss, photos: torch.T
         with atomic_path(out / "runs" / rec["figure"]) as tmp:
             strip.save(tmp, format="JPEG", quality=88)
     atomic_write_text(target, json.dumps(rec, indent=1) + "\n")
+    for parked in _parked_files(out / PARKED, stem):  # the record supersedes the parked checkpoint
+        parked.unlink(missing_ok=True)
     return rec
+
+
+PARKED = "partial"
+
+
+def _parked_files(parked: Path, stem: str) -> tuple[Path, Path]:
+    return parked / f"{stem}.ckpt.safetensors", parked / f"{stem}.log.jsonl"
+
+
+def _checkpoint_step(path: Path) -> int:
+    return int(read_checkpoint_state(path).get("step", 0))
+
+
+def _take_parked(parked: Path, stem: str, cfg: TrainConfig) -> bool:
+    """Make a parked checkpoint (``OUT/partial/``, committed by ``--park``) the local one when it is
+    further on than what ``work`` holds, so an unfinished run continues on a fresh machine. The
+    checkpoint is safetensors and the resume checks its config against this run's, as for any run."""
+    src_ckpt, src_log = _parked_files(parked, stem)
+    _, ckpt, log_path = cfg.paths()
+    if not src_ckpt.is_file() or (ckpt.is_file() and _checkpoint_step(ckpt) >= _checkpoint_step(src_ckpt)):
+        return False
+    _checkpoint_step(src_ckpt)  # unreadable: one clear line before anything is copied
+    atomic_write_bytes(ckpt, src_ckpt.read_bytes())
+    atomic_write_bytes(log_path, src_log.read_bytes() if src_log.is_file() else b"")
+    return True
+
+
+def park(preset_name: str, out: Path, work: Path | None = None, log: Callable[[str], None] = print) -> list[Path]:
+    """Copy the checkpoint and log of every unfinished run in ``work`` into ``OUT/partial/`` (commit
+    that folder): a long preset then survives the end of a session, and a re-run on another machine
+    continues each run from its last checkpoint instead of step 0."""
+    if preset_name not in PRESETS:
+        raise InstyleError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
+    work = work or Path("runs") / f"in-vs-bn-{preset_name}"
+    parked: list[Path] = []
+    for ckpt in sorted((work / "models").glob("*.ckpt.safetensors")):
+        stem = ckpt.name.removesuffix(".ckpt.safetensors")
+        if (out / "runs" / f"{stem}.json").is_file():
+            continue
+        step = _checkpoint_step(ckpt)
+        log_path = _parked_files(work / "models", stem)[1]
+        dst_ckpt, dst_log = _parked_files(out / PARKED, stem)
+        atomic_write_bytes(dst_ckpt, ckpt.read_bytes())
+        atomic_write_bytes(dst_log, log_path.read_bytes() if log_path.is_file() else b"")
+        log(f"parked {stem} at step {step} in {dst_ckpt}")
+        parked.append(dst_ckpt)
+    if not parked:
+        log(f"nothing to park: no unfinished run has a checkpoint under {work / 'models'}")
+    return parked
 
 
 RECORD_FORMAT = "instyle-in-vs-bn-run/1"
