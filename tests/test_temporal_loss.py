@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from instyle.losses.temporal import StabilityLoss, overlap_error, shifted_view
+from instyle.losses.temporal import StabilityLoss, grained_noise, overlap_error, shifted_view
 
 
 def test_view_lies_where_it_says() -> None:
@@ -52,6 +52,43 @@ def test_weight_scales_and_gradients_reach_the_network() -> None:
     ten.backward()
     # every weight moves (the last bias cannot: it shifts both views alike)
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters() if p.dim() > 1)
+
+
+def _neighbour_correlation(e: torch.Tensor) -> torch.Tensor:
+    """Per image, the correlation of each pixel's noise with its right neighbour's."""
+    a, b = e[..., :, 1:].flatten(1), e[..., :, :-1].flatten(1)
+    return torch.stack([torch.corrcoef(torch.stack([x, y]))[0, 1] for x, y in zip(a, b, strict=True)])
+
+
+def test_grained_noise_has_unit_size_and_the_grain_it_is_asked_for() -> None:
+    """Grain 1 is independent pixel noise; a larger grain draws, per image, noise smooth over 1 to
+    ``grain`` px: neighbours from uncorrelated (the short end) to nearly equal (the long end)."""
+    g = torch.Generator().manual_seed(0)
+    pixel = grained_noise((32, 3, 64, 64), 1.0, g)
+    assert pixel.shape == (32, 3, 64, 64)
+    assert _neighbour_correlation(pixel).abs().max() < 0.05
+    grained = grained_noise((32, 3, 64, 64), 16.0, g)
+    torch.testing.assert_close(grained.flatten(1).std(1), torch.ones(32), atol=2e-2, rtol=0)
+    corr = _neighbour_correlation(grained)
+    assert corr.median() > 0.7 and corr.max() > 0.95 and corr.min() < 0.6
+    with pytest.raises(ValueError, match="below 1 px"):
+        grained_noise((1, 3, 8, 8), 0.5)
+    with pytest.raises(ValueError, match="below 1 px"):
+        StabilityLoss(1.0, grain=0.5)
+
+
+def test_grained_noise_is_what_a_pointwise_network_sees_and_a_smoothing_one_does_not_remove() -> None:
+    """A blur damps pixel noise far more than grained noise of the same size: the reason the term
+    draws grain (a network that smooths passes the grained change through, so training must see it)."""
+    torch.manual_seed(0)
+    x = torch.rand(8, 3, 48, 48) * 0.5 + 0.25
+    blur = nn.Conv2d(3, 3, 5, padding=2, groups=3, bias=False)
+    nn.init.constant_(blur.weight, 1 / 25)
+    with torch.no_grad():
+        pixel = StabilityLoss(1.0, shift=0, noise=0.1, margin=4)(blur, x, blur(x), torch.Generator().manual_seed(4))
+        grained = StabilityLoss(1.0, shift=0, noise=0.1, margin=4, grain=16.0)(
+            blur, x, blur(x), torch.Generator().manual_seed(4))
+    assert grained.item() > 3 * pixel.item() > 0
 
 
 def test_overlap_checks_shapes() -> None:

@@ -310,17 +310,20 @@ def test_temporal_weight_trains_the_term_records_it_and_resumes_exactly(photos_d
     plain = tmp_path / "plain.safetensors"
     train(_tiny(photos_dir, style_image, plain, iters=4, holdout=0), progress=False)
     ref = tmp_path / "ref.safetensors"
-    card = train(_tiny(photos_dir, style_image, ref, iters=4, holdout=0, temporal_weight=50.0), progress=False)
+    card = train(_tiny(photos_dir, style_image, ref, iters=4, holdout=0, temporal_weight=50.0, temporal_grain=8.0),
+                 progress=False)
     log = [json.loads(x) for x in (tmp_path / "ref.log.jsonl").read_text().splitlines()]
     assert all(r["temporal"] > 0 for r in log)
     assert all(r["total"] == pytest.approx(r["content"] + r["style"] + r["tv"] + r["temporal"], rel=1e-4) for r in log)
     assert card.data["train"]["temporal_weight"] == 50.0
-    assert "--temporal-weight 50.0" in train_command(card)
+    assert card.data["train"]["temporal_grain"] == 8.0
+    assert "--temporal-weight 50.0" in train_command(card) and "--temporal-grain 8.0" in train_command(card)
     wp, wr = load_file(str(plain)), load_file(str(ref))
     assert any(not torch.equal(wp[k], wr[k]) for k in wp)
 
     out = tmp_path / "run.safetensors"
-    cfg = _tiny(photos_dir, style_image, out, iters=4, holdout=0, temporal_weight=50.0, checkpoint_every=2)
+    cfg = _tiny(photos_dir, style_image, out, iters=4, holdout=0, temporal_weight=50.0, temporal_grain=8.0,
+                checkpoint_every=2)
 
     def die(rec: dict) -> None:
         if rec["step"] == 3:

@@ -12,14 +12,22 @@ that lighting changes may alter the output; it needs flow of real video pairs wh
 This term simulates the frame-to-frame change on still training crops, so it needs neither
 video nor flow: a second view of each crop, moved by a random integer shift of up to ``shift``
 pixels (the motion; not a multiple of the generator's stride, so it is what a strided network
-aliases) and with Gaussian pixel noise of standard deviation up to ``noise`` (the sensor and
-codec noise), must stylize to the same pixels as the first view where the two views overlap.
+aliases) and with Gaussian noise of standard deviation up to ``noise`` (the sensor and codec
+noise), must stylize to the same pixels as the first view where the two views overlap.
 The term is the mean squared difference there, in RGB, away from a ``margin`` where border
 padding differs by construction.
+
+The noise is smooth over a length drawn per image, log-uniformly from 1 px (independent pixel
+noise) to ``grain`` px. Why: measured on the shipped `starry-night` (``docs/video-stability.md``),
+the network answers independent pixel noise with 1.7x its size but noise of the same size that is
+smooth over 2-4 px (as codec blocks, demosaicing and denoisers leave it) with 4.2-4.4x, which is
+what the real frame-to-frame change of ``vtest.avi`` gets (4.0x); pixel noise alone trains the
+network against the perturbation it already damps.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -52,6 +60,26 @@ def shifted_view(x: Tensor, shift: int, generator: torch.Generator | None = None
     return x[:, :, view.top : view.top + view.height, view.left : view.left + view.width], view
 
 
+def grained_noise(shape: torch.Size | tuple[int, ...], grain: float,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """(N, C, H, W) Gaussian noise of unit standard deviation per image, smooth over a length drawn
+    log-uniformly from 1 to ``grain`` px per image: noise drawn on a grid that much coarser and
+    resized bilinearly (``grain`` 1: independent pixel noise)."""
+    if grain < 1:
+        raise ValueError(f"grain {grain} is below 1 px")
+    n, c, h, w = shape
+    out = torch.randn(shape, generator=generator)
+    lengths = torch.rand(n, generator=generator).mul(math.log(grain)).exp()
+    for i, length in enumerate(lengths.tolist()):
+        gh, gw = max(1, math.ceil(h / length)) + 1, max(1, math.ceil(w / length)) + 1
+        if gh > h or gw > w:  # finer than the pixels: keep the pixel noise
+            continue
+        coarse = torch.randn((1, c, gh, gw), generator=generator)
+        smooth = nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+        out[i] = smooth[0] / smooth.std().clamp_min(1e-6)
+    return out
+
+
 def overlap_error(y: Tensor, y_view: Tensor, view: ShiftedView, margin: int) -> Tensor:
     """Mean squared difference between the second view's output and the first's at the same pixels,
     ``margin`` pixels in from the second view's border (float32)."""
@@ -74,11 +102,14 @@ class StabilityLoss(nn.Module):
     depends less on the perturbation rather than towards either view's.
     """
 
-    def __init__(self, weight: float, shift: int = 4, noise: float = 0.04, margin: int = STABILITY_MARGIN) -> None:
+    def __init__(self, weight: float, shift: int = 4, noise: float = 0.04, margin: int = STABILITY_MARGIN,
+                 grain: float = 1.0) -> None:
         super().__init__()
         if weight < 0 or shift < 0 or noise < 0 or margin < 0:
             raise ValueError("weight, shift, noise and margin must be non-negative")
-        self.weight, self.shift, self.noise, self.margin = weight, shift, noise, margin
+        if grain < 1:
+            raise ValueError(f"grain {grain} is below 1 px")
+        self.weight, self.shift, self.noise, self.margin, self.grain = weight, shift, noise, margin, grain
 
     def forward(self, net: Callable[[Tensor], Tensor], x: Tensor, y: Tensor,
                 generator: torch.Generator | None = None) -> Tensor:
@@ -87,6 +118,7 @@ class StabilityLoss(nn.Module):
         if self.noise:
             # a per-image noise level in [0, noise]: clean pairs (a static scene) count too
             sigma = torch.rand(len(x), 1, 1, 1, generator=generator, device="cpu").to(x.device) * self.noise
-            eps = torch.randn(view_x.shape, generator=generator, device="cpu").to(x.device)
+            eps = (grained_noise(view_x.shape, self.grain, generator) if self.grain > 1
+                   else torch.randn(view_x.shape, generator=generator, device="cpu")).to(x.device)
             view_x = (view_x + sigma * eps).clamp(0, 1)
         return self.weight * overlap_error(y, net(view_x), view, self.margin)

@@ -112,6 +112,9 @@ class TrainConfig:
     temporal_shift: int = option(4, "largest shift (px) of the stability term's second view", low=0, high=64)
     temporal_noise: float = option(0.04, "largest pixel-noise sigma of the stability term's second view", low=0,
                                    high=1.0)
+    temporal_grain: float = option(1.0, "largest length (px) over which the stability term's noise is smooth, "
+                                        "drawn per image from 1 (pixel noise) to this; real footage's frame-to-frame "
+                                        "noise is smooth over a few px (try 8)", low=1.0, high=64.0)
     precision: str = option("auto", "autocast precision (auto: bf16 where the CPU or GPU does it natively)",
                             choices=_precisions, machine=True, retrain=True)
     device: str = option("auto", "auto, cpu, cuda, cuda:1 ...", machine=True, retrain=True)

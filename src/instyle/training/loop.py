@@ -53,8 +53,8 @@ from instyle.training.inputs import content_split, load_style_tensor, split_path
 
 _RESUME_KEYS = ("style", "arch", "norm", "loss", "size", "batch", "seed", "lr", "content_weight",
                 "style_weight", "tv_weight", "style_size", "arch_kwargs", "style_scales", "diversity",
-                "diversity_copies", "strokes", "temporal_weight", "temporal_shift", "temporal_noise", "adapt",
-                "adapt_init")
+                "diversity_copies", "strokes", "temporal_weight", "temporal_shift", "temporal_noise", "temporal_grain",
+                "adapt", "adapt_init")
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -131,8 +131,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, restart
     balance = balance_style_layers(criterion, center_crops(train_files[:8], cfg.size)) \
         if cfg.loss in BALANCED else None
     # the second forward pass exists only with a weight: a plain run is today's, bit for bit
-    stability = StabilityLoss(cfg.temporal_weight, cfg.temporal_shift, cfg.temporal_noise) \
-        if cfg.temporal_weight else None
+    stability = StabilityLoss(cfg.temporal_weight, cfg.temporal_shift, cfg.temporal_noise,
+                              grain=cfg.temporal_grain) if cfg.temporal_weight else None
     guard = StepGuard([p for p in model.parameters() if p.requires_grad], cfg.lr, device,
                       fp16=amp_dtype == torch.float16)
     opt = guard.opt
