@@ -84,6 +84,18 @@ def test_flicker_benchmark_writes_the_doc_and_the_strip(tmp_path: Path) -> None:
     assert (tmp_path / "strip.jpg").stat().st_size > 0
 
 
+def test_stability_gain_benchmark_measures_every_perturbation(tmp_path: Path) -> None:
+    pytest.importorskip("av")
+    from tests.test_video import make_video
+
+    clip = make_video(tmp_path / "clip.mp4", n=4, w=48, h=32, audio=False)
+    _run("stability_gain.py", "-m", "starry-night-fast", "--clips", str(clip), "--frames", "4", "--static", "1",
+         "--out", str(tmp_path))
+    (row,) = json.loads((tmp_path / "video-stability-gain.json").read_text())["rows"]
+    assert len(row["gains"]) == 7 and all(0 < g < 100 for g in row["gains"].values()), row
+    assert "| clip.mp4 | starry-night-fast |" in (tmp_path / "video-stability-gain.md").read_text()
+
+
 def test_adaptation_report_tables_and_plots_the_runs_logs(tmp_path: Path) -> None:
     """Fake logs of two paintings: the table reads the held-out loss at 5 and 10 minutes and compares the
     last value with the from-scratch run's; the curves get one panel per painting."""
