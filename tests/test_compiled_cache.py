@@ -20,6 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from tests.test_faststart import fresh_stylize
 
 from instyle.core.files import sha256_file
 from instyle.inference import backends, compiled
@@ -287,18 +288,6 @@ def test_corrupt_onnx_cache_is_exported_again(tmp_path: Path, monkeypatch: pytes
     assert backends.cached_onnx(module) == (data, side) and exports == [1]  # intact now: reused
 
 
-def _fast_start_run(cache: Path, model: Path, photo: Path, out: Path, *extra: str) -> tuple[str, str]:
-    """``instyle stylize`` in a fresh process; returns (its stdout, whether torch got imported)."""
-    result = _run_fresh_process(f"""
-        import sys
-        from instyle.apps.cli import main
-        rc = main(["stylize", {str(photo)!r}, "-m", {str(model)!r}, "-o", {str(out)!r}, *{list(extra)!r}])
-        print("rc", rc, "torch", "torch" in sys.modules)
-    """, {"INSTYLE_CACHE": str(cache), "INSTYLE_AOT": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())})
-    assert result.returncode == 0, result.stderr  # (threads as where the record was written: the same bytes)
-    return result.stdout, result.stdout.split()[-1]
-
-
 def test_a_plain_stylize_after_the_first_skips_torch_and_writes_the_same_bytes(
         aot: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from PIL import Image
@@ -317,12 +306,13 @@ def test_a_plain_stylize_after_the_first_skips_torch_and_writes_the_same_bytes(
     (record,) = (cache / "compiled" / "faststart").glob("*.json")
     reference = (tmp_path / "torch.png").read_bytes()
 
-    out, imported = _fast_start_run(cache, model, photo, tmp_path / "fast.png")
-    assert "rc 0" in out and imported == "False", out  # no torch in the process
+    # threads as where the record was written: the same bytes
+    env = {"INSTYLE_CACHE": str(cache), "INSTYLE_AOT": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    assert fresh_stylize(env, str(photo), "-m", str(model), "-o", str(tmp_path / "fast.png")) == (0, False)
     assert (tmp_path / "fast.png").read_bytes() == reference  # byte for byte the torch path's file
 
-    _, imported = _fast_start_run(cache, model, photo, tmp_path / "f.png", "--backend", "eager")
-    assert imported == "True"  # any flag: the normal path
+    # any flag: the normal path
+    assert fresh_stylize(env, str(photo), "-m", str(model), "-o", str(tmp_path / "f.png"), "--backend", "eager")[1]
     assert faststart._load_record(model) is not None
     library = Path(json.loads(record.read_text())["library"])
     intact = library.read_bytes()

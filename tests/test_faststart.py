@@ -60,8 +60,9 @@ def test_the_thread_count_follows_torch_rules(monkeypatch: pytest.MonkeyPatch) -
     assert 1 <= faststart._threads() <= (os.cpu_count() or 1)
 
 
-def _fresh_stylize(env: dict[str, str], *argv: str) -> tuple[int, bool]:
-    """``instyle stylize`` in a new process: (its return code, whether torch got imported)."""
+def fresh_stylize(env: dict[str, str], *argv: str) -> tuple[int, bool]:
+    """``instyle stylize`` in a new process: (its return code, whether torch got imported). The
+    fast-start tests of both engines use it (``test_compiled_cache`` for the compiled package)."""
     code = ("import sys; from instyle.apps.cli import main; rc = main(sys.argv[1:]); "
             "print('rc', rc, 'torch', 'torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code, "stylize", *argv], env={**os.environ, **env},
@@ -102,7 +103,7 @@ def test_an_onnx_runtime_pick_also_skips_torch_and_writes_the_same_bytes(
     (record,) = (cache / "compiled" / "faststart").glob("*.json")
     assert json.loads(record.read_text())["engine"] == "onnxruntime"
     env = {"INSTYLE_CACHE": str(cache), "INSTYLE_AOT": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    assert _fresh_stylize(env, str(photo), "-m", str(model), "-o", str(tmp_path / "fast.png")) == (0, False)
+    assert fresh_stylize(env, str(photo), "-m", str(model), "-o", str(tmp_path / "fast.png")) == (0, False)
     assert (tmp_path / "fast.png").read_bytes() == (tmp_path / "torch.png").read_bytes()
 
     graph = Path(json.loads(record.read_text())["graph"])
@@ -118,4 +119,4 @@ def test_an_onnx_runtime_pick_also_skips_torch_and_writes_the_same_bytes(
     assert faststart._load_record(model) is None
     model.write_bytes(original)
     other = {**env, "OMP_NUM_THREADS": str(torch.get_num_threads() + 1)}
-    assert _fresh_stylize(other, str(photo), "-m", str(model), "-o", str(tmp_path / "t.png"))[1] is True
+    assert fresh_stylize(other, str(photo), "-m", str(model), "-o", str(tmp_path / "t.png"))[1] is True

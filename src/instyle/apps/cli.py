@@ -270,11 +270,11 @@ def _record_fast_start(stylizer: Any, a: argparse.Namespace, controls: dict[str,
             and not stylizer.noise_channels and all(v in (None, False) for v in controls.values())
             and defaults.strength == 1.0 and defaults.scale == 1.0 and stylizer.tile is None):
         return
-    model, limits = resolve_model(a.model or a.style), {"tile_pixels": AUTO_TILE_PIXELS, "max_side": compiled.MAX_SIDE}
-    if isinstance(runner, OnnxRunner):
-        limits["max_side"] = 1 << 31  # the ONNX graph has no side limit of its own
+    model, limits = resolve_model(a.model or a.style), {"tile_pixels": AUTO_TILE_PIXELS}
+    if isinstance(runner, OnnxRunner):  # the ONNX graph has no side limit of its own: none recorded
         faststart.record_onnx(model, runner.graph[0], runner.graph[1], runner.min_side, runner.threads, limits)
         return
+    limits["max_side"] = compiled.MAX_SIDE
     package = compiled.package_of(runner.run)
     if package is None:
         return

@@ -164,7 +164,15 @@ def _load_record(model: Path) -> dict[str, Any] | None:
         return None
     key = _ENGINE_FILES[engine]
     artefact = Path(data[key])
-    if not artefact.is_file() or sha256_file(artefact) != data.get(f"{key}_sha256"):
+    if engine == "onnxruntime":  # read once: the bytes hashed here are the bytes the session runs
+        try:
+            graph = artefact.read_bytes()
+        except OSError:
+            return None
+        if hashlib.sha256(graph).hexdigest() != data.get(f"{key}_sha256"):
+            return None
+        data["graph_bytes"] = graph
+    elif not artefact.is_file() or sha256_file(artefact) != data.get(f"{key}_sha256"):
         return None
     if data.get("threads") != _threads():  # reductions split by thread: the same count, the same bytes
         return None
@@ -262,13 +270,11 @@ def _to_image(y: np.ndarray) -> Image.Image:
 
 
 def _stylize_onnx(rgb: Image.Image, rec: dict[str, Any]) -> Image.Image:
-    """``OnnxRunner`` without torch: the graph pads and crops itself; the bytes run are the ones hashed."""
-    data = Path(rec["graph"]).read_bytes()
-    if hashlib.sha256(data).hexdigest() != rec["graph_sha256"]:
-        raise OSError("the graph changed after it was checked")
+    """``OnnxRunner`` without torch: the graph pads and crops itself; it runs the bytes that
+    ``_load_record`` hashed (``rec["graph_bytes"]``), not a second read of the file."""
     arr = np.asarray(rgb if rgb.mode == "RGB" else rgb.convert("RGB"), dtype=np.uint8)
     x = np.ascontiguousarray((arr.astype(np.float32) / np.float32(255.0)).transpose(2, 0, 1)[None])
-    session = open_session(data, int(rec["threads"]))
+    session = open_session(rec["graph_bytes"], int(rec["threads"]))
     (y,) = session.run(None, {session.get_inputs()[0].name: x})
     return _to_image(np.asarray(y, dtype=np.float32)[0])
 
@@ -291,7 +297,8 @@ def try_stylize(argv: list[str]) -> int | None:
         check_output_path(dst)
         loaded = load_image(src, max_pixels=DEFAULT_MAX_PIXELS)
         w, h = loaded.size
-        if h * w > rec["limits"]["tile_pixels"] or max(h, w) > rec["limits"]["max_side"]:
+        max_side = rec["limits"].get("max_side")  # absent: the engine has no side limit (ONNX)
+        if h * w > rec["limits"]["tile_pixels"] or (max_side is not None and max(h, w) > max_side):
             return None  # tiled or eager in the torch path
         if rec["engine"] == "onnxruntime":
             if min(h, w) < rec["min_side"]:
