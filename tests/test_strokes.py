@@ -194,6 +194,28 @@ def test_init_copies_a_single_style_affine_into_every_row(model_file: Path, tmp_
     assert broadcast_rows(single.state_dict(), model).keys() == model.state_dict().keys()
 
 
+def test_init_from_a_row_model_starts_each_new_row_where_stroke_would_be(rows_file: Path, tmp_path: Path,
+                                                                        style_image: Path, photos_dir: Path) -> None:
+    rows, card = load_model(rows_file)
+
+    def cfg(strokes: list[float]) -> TrainConfig:
+        return TrainConfig(style=str(style_image), content=str(photos_dir), output=str(tmp_path / "r.safetensors"),
+                           arch="johnson-half", strokes=strokes, init=str(rows_file))
+
+    single = create_model("johnson-half")  # no --strokes: the network of the card's default stroke (1)
+    init_from_model(single, cfg([]))
+    want = at_stroke(rows, card, 1.0).state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in single.state_dict().items())
+    other = create_model("johnson-half", styles=2)  # other rows: each at its stroke, clamped to 0.5..2
+    init_from_model(other, cfg([0.7, 4.0]))
+    at = {s: dict(at_stroke(rows, card, s).named_modules()) for s in (0.7, 2.0)}
+    norms = [(n, m) for n, m in other.named_modules() if isinstance(m, Norm2d)]
+    assert norms and all(torch.equal(m.weight[r], at[s][n].weight) and torch.equal(m.bias[r], at[s][n].bias)
+                         for n, m in norms for r, s in ((0, 0.7), (1, 2.0)))
+    with pytest.raises(InstyleError, match="another architecture"):
+        init_from_model(create_model("ulyanov"), cfg([]))
+
+
 def test_stroke_training_writes_the_rows_into_the_card(tmp_path: Path, style_image: Path, photos_dir: Path,
                                                        model_file: Path) -> None:
     cfg = TrainConfig(style=str(style_image), content=str(photos_dir), output=str(tmp_path / "r.safetensors"),

@@ -286,3 +286,21 @@ def interpolated_state(module: nn.Module, keys: Sequence[float], value: float) -
             for key, param in ((f"{prefix}weight", m.weight), (f"{prefix}bias", m.bias)):
                 state[key] = torch.lerp(param[i].detach(), param[j].detach(), t).clone()
     return state
+
+
+def resampled_rows(source: nn.Module, keys: Sequence[float], values: Sequence[float],
+                   module: nn.Module) -> dict[str, torch.Tensor]:
+    """A state dict for ``module`` from a stroke-row ``source``: ``module``'s row ``k`` is
+    ``source``'s rows interpolated at ``values[k]`` (clamped to the keys' range); a ``module``
+    without rows gets ``values[0]``. Lets a row model seed a run with other rows, or none."""
+    low, high = keys[0], keys[-1]
+    states = [interpolated_state(source, keys, min(max(float(v), low), high)) for v in values]
+    out = dict(states[0])
+    for name, m in module.named_modules():
+        if isinstance(m, Norm2d) and m.styles > 1:
+            if m.styles != len(values):
+                raise ValueError(f"{len(values)} row values for a norm layer with {m.styles} rows")
+            prefix = f"{name}." if name else ""
+            for key in (f"{prefix}weight", f"{prefix}bias"):
+                out[key] = torch.stack([s[key] for s in states])
+    return out

@@ -33,8 +33,8 @@ from instyle.losses.temporal import StabilityLoss
 from instyle.models import create_model, set_style_index, single_style_state
 from instyle.models.card import ModelCard
 from instyle.models.layers import with_noise
-from instyle.models.modelfile import card_path, load_weights, read_card, save_model
-from instyle.models.norms import broadcast_rows
+from instyle.models.modelfile import card_path, load_model, load_weights, read_card, save_model
+from instyle.models.norms import broadcast_rows, resampled_rows
 from instyle.training.adapt import init_adapted
 from instyle.training.checkpoints import check_run_state, load_checkpoint, save_checkpoint
 from instyle.training.config import TrainConfig, autocast, resolve_precision
@@ -343,6 +343,15 @@ def init_from_model(model: torch.nn.Module, cfg: TrainConfig) -> dict[str, Any]:
         try:
             model.load_state_dict(broadcast_rows(single.state_dict(), model))
         except RuntimeError:
+            raise InstyleError(f"{mismatch}: another architecture") from None
+    elif card.has_rows and list(card.strokes or []) != list(cfg.strokes):
+        # a stroke-row model seeding other rows, or a single-row run: each new row starts as the
+        # network ``--stroke`` would give at its size (the card's default stroke for no rows)
+        source, _ = load_model(path)
+        values = list(cfg.strokes) or [card.defaults.stroke]
+        try:
+            model.load_state_dict(resampled_rows(source, card.strokes or [], values, model))
+        except (RuntimeError, ValueError):
             raise InstyleError(f"{mismatch}: another architecture") from None
     else:
         load_weights(model, path, mismatch)
