@@ -18,10 +18,10 @@ The term is the mean squared difference there, in RGB, away from a ``margin`` wh
 padding differs by construction.
 
 The noise is smooth over a length drawn per image, log-uniformly from 1 px (independent pixel
-noise) to ``grain`` px. Why: measured on the shipped `starry-night` (``docs/video-stability.md``),
-the network answers independent pixel noise with 1.7x its size but noise of the same size that is
-smooth over 2-4 px (as codec blocks, demosaicing and denoisers leave it) with 4.2-4.4x, which is
-what the real frame-to-frame change of ``vtest.avi`` gets (4.0x); pixel noise alone trains the
+noise) to ``grain`` px. Why: measured on the single-row `starry-night` (``docs/video-stability-gain.md``),
+the network answers independent pixel noise with 1.5x its size but noise of the same size that is
+smooth over a few px (as codec blocks, demosaicing and denoisers leave it) with 3.5-3.9x, about
+what the real frame-to-frame change of ``vtest.avi`` gets (3.6x); pixel noise alone trains the
 network against the perturbation it already damps.
 """
 
