@@ -34,9 +34,12 @@ def test_smoke_preset_writes_a_full_report(photos_dir: Path, style_image: Path, 
         assert row["total_vs_adam"] > 0
     report = (out / "in-vs-bn.md").read_text()
     for needle in ("RQ1", "RQ2", "RQ3", "IN (running stats)", "BN (per-image stats)", "grid-stripes.png",
-                   "L-BFGS", "vs Adam (extra)", "Per CPU-minute", "held-out objective after the same CPU time"):
+                   "L-BFGS", "vs Adam (extra)", "Per CPU-minute", "held-out objective after the same training time",
+                   "fp32 step here"):
         assert needle in report
-    assert set(res["curves"]) == {"budget_s", *p.generators}
+    assert set(res["curves"]) == {"budget_s", "time_axis", *p.generators}
+    assert res["curves"]["time_axis"] == "measured step cost"
+    assert all(res["speed"][g]["instance"]["train_step_s"] > 0 for g in p.generators)
     assert (out / "grid-stripes.png").stat().st_size > 1000
     assert (out / "training-curves.png").stat().st_size > 1000
 
@@ -138,3 +141,26 @@ def test_a_parked_unfinished_run_continues_on_a_fresh_machine(photos_dir: Path, 
     monkeypatch.setitem(PRESETS, "smoke", dataclasses.replace(PRESETS["smoke"], seeds=(0, 1)))
     assert main(args) == 2
     assert not (work / "models" / "ulyanov-stripes-instance-s1.ckpt.safetensors").exists()
+
+
+def test_curves_from_different_machines_share_this_machines_step_cost() -> None:
+    """A long preset's runs are recorded on different machines: a slow machine's wall clock must not
+    make its generator look slow. The time axis is steps x the step cost measured here."""
+    from instyle.experiments.in_vs_bn import _curve_summary
+
+    def rec(wall: float, totals: list[float], machine: str) -> dict:
+        curve = [{"step": 100 * (i + 1), "elapsed": wall * (i + 1) / len(totals), "total": t}
+                 for i, t in enumerate(totals)]
+        return {"instance": {"holdout_curve": curve, "wall_time_s": wall, "machine": machine, "precision": "fp32"}}
+
+    records = {("johnson", "s", 0): rec(600.0, [40.0, 30.0, 20.0, 10.0], "fast box"),
+               ("ulyanov", "s", 0): rec(6000.0, [30.0, 25.0, 20.0, 15.0], "slow box")}
+    p = dataclasses.replace(PRESETS["smoke"], generators=("johnson", "ulyanov"), curve_photos=2)
+    speed = {"johnson": {"instance": {"train_step_s": 2.0}}, "ulyanov": {"instance": {"train_step_s": 1.0}}}
+    c = _curve_summary(records, p, speed)
+    assert c["time_axis"] == "measured step cost"
+    assert c["budget_s"] == pytest.approx(400.0)  # ulyanov's 400 steps at 1 s; johnson gets 200 steps in it
+    assert c["johnson"]["at_budget"] == pytest.approx(30.0) and c["ulyanov"]["at_budget"] == pytest.approx(15.0)
+    assert c["johnson"]["machines"] == ["fast box, fp32"]
+    wall = _curve_summary(records, p)  # without a measurement: the recorded wall clocks, as before
+    assert wall["time_axis"] == "recorded wall time" and wall["budget_s"] == pytest.approx(600.0)

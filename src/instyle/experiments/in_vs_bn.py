@@ -41,6 +41,7 @@ from instyle.training.holdout import (
     loss_terms,
     run_model,
     time_forward,
+    time_train_step,
 )
 from instyle.training.inputs import load_style_tensor
 from instyle.training.loop import train
@@ -187,6 +188,10 @@ def run(preset_name: str, out: Path, *, work: Path | None = None, content: Path 
     speed = {gen: {norm: {"params": count_parameters(create_model(gen, norm)),
                           "cpu_ms": time_forward(create_model(gen, norm), p.bench_size)}
                    for norm in ("batch", "instance")} for gen in p.generators}
+    if p.curve_photos:  # one time axis for runs recorded on different machines: steps x this machine's step cost
+        for gen in p.generators:
+            speed[gen]["instance"]["train_step_s"] = time_train_step(create_model(gen, "instance"), criterion,
+                                                                     p.batch, p.size)
     _plot_curves(records, p, out / "training-curves.png", work)
     results = {"preset": preset_name, "config": dataclasses.asdict(p), "machine": machine_description(),
                "torch": torch.__version__, "n_train_photos": len(train_files), "held_out": [f.name for f in held],
@@ -195,7 +200,7 @@ def run(preset_name: str, out: Path, *, work: Path | None = None, content: Path 
                "train_time_s": round(sum(r[n]["wall_time_s"] for r in records.values() for n in r), 1),
                "style_files": {name: str(f) for name, f in styles.items()},
                "gatys": ceilings["lbfgs"], "adam": ceilings["adam"], "speed": speed, "per_run": per_run,
-               "curves": _curve_summary(records, p), "planned_seeds": list(planned_seeds)}
+               "curves": _curve_summary(records, p, speed), "planned_seeds": list(planned_seeds)}
     return _write_report(results, list(styles), out, log)
 
 
@@ -452,10 +457,16 @@ def _curve_at(curve: Sequence[dict[str, Any]], key: str, x: float) -> float:
     return ys[-1]
 
 
-def _curve_summary(records: dict[tuple[str, str, int], dict[str, Any]], p: Preset) -> dict[str, Any]:
+def _curve_summary(records: dict[tuple[str, str, int], dict[str, Any]], p: Preset,
+                   speed: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per generator (IN runs, mean over styles and seeds): how flat the held-out curve ends (relative
-    drop over the last quarter of the steps), the final value, the wall time, and the value at the
-    common time budget (the fastest generator's mean wall time): RQ3 per step and per CPU-minute."""
+    drop over the last quarter of the steps), the final value, the recorded wall times and machines,
+    and the value at a common training-time budget: RQ3 per step and per CPU-minute.
+
+    Runs recorded on different machines or precisions (a long preset spans sessions) cannot share
+    their wall clocks, so the time axis is steps × the fp32 step cost of each generator measured in
+    this run on this machine (``speed[gen]['instance']['train_step_s']``); the budget is the faster
+    generator's full schedule. Without that measurement the recorded wall times are used."""
     if not p.curve_photos:
         return {}
     by_gen: dict[str, list[dict[str, Any]]] = {}
@@ -464,15 +475,27 @@ def _curve_summary(records: dict[tuple[str, str, int], dict[str, Any]], p: Prese
             by_gen.setdefault(gen, []).append(rec["instance"])
     if not by_gen:
         return {}
-    budget = min(statistics.fmean(r["wall_time_s"] for r in recs) for recs in by_gen.values())
-    out: dict[str, Any] = {"budget_s": budget}
+    step_s = {gen: (speed or {}).get(gen, {}).get("instance", {}).get("train_step_s") for gen in by_gen}
+    measured = all(step_s.values())
+
+    def seconds(gen: str, recs: list[dict[str, Any]]) -> float:
+        if measured:
+            return float(step_s[gen]) * max(r["holdout_curve"][-1]["step"] for r in recs)
+        return statistics.fmean(r["wall_time_s"] for r in recs)
+
+    budget = min(seconds(gen, recs) for gen, recs in by_gen.items())
+    out: dict[str, Any] = {"budget_s": budget, "time_axis": "measured step cost" if measured else "recorded wall time"}
     for gen, recs in by_gen.items():
         final = [r["holdout_curve"][-1]["total"] for r in recs]
         quarter = [_curve_at(r["holdout_curve"], "step", 0.75 * r["holdout_curve"][-1]["step"]) for r in recs]
+        at = ([_curve_at(r["holdout_curve"], "step", budget / float(step_s[gen])) for r in recs] if measured
+              else [_curve_at(r["holdout_curve"], "elapsed", budget) for r in recs])
         out[gen] = {"final": statistics.fmean(final),
                     "last_quarter_drop": statistics.fmean((q - f) / f for q, f in zip(quarter, final, strict=True)),
                     "wall_time_s": statistics.fmean(r["wall_time_s"] for r in recs),
-                    "at_budget": statistics.fmean(_curve_at(r["holdout_curve"], "elapsed", budget) for r in recs),
+                    "machines": sorted({f"{r.get('machine') or 'machine not recorded'}, "
+                                        f"{r.get('precision') or 'precision not recorded'}" for r in recs}),
+                    "train_step_s": step_s[gen], "at_budget": statistics.fmean(at),
                     "steps": max(r["holdout_curve"][-1]["step"] for r in recs)}
     return out
 
@@ -583,14 +606,24 @@ def render_report(res: dict[str, Any], styles: Sequence[str]) -> str:
         lines += ["Held-out curves (IN runs, mean over styles and seeds; each run kept "
                   f"{p['curve_photos']} training photos out for its curve, evaluated every {p['eval_every']} steps):",
                   "", "| generator | steps | final held-out objective | drop over the last quarter of the steps "
-                  "| wall time | held-out objective after the same CPU time |", "|---|---:|---:|---:|---:|---:|"]
+                  "| recorded wall time (where) | fp32 step here | held-out objective after the same training time |",
+                  "|---|---:|---:|---:|---|---:|---:|"]
         for gen in gens:
             c = curves.get(gen)
             if c:
+                step = f"{c['train_step_s']:.2f} s" if c.get("train_step_s") else "not measured"
                 lines.append(f"| {gen} | {c['steps']} | {c['final']:.3g} | {c['last_quarter_drop'] * 100:.1f}% | "
-                             f"{c['wall_time_s'] / 60:.1f} min | {c['at_budget']:.3g} |")
-        lines += ["", f"(The same CPU time: {curves['budget_s'] / 60:.1f} min, the faster generator's mean wall "
-                  "time; each curve is interpolated there.)", ""]
+                             f"{c['wall_time_s'] / 60:.1f} min ({'; '.join(c.get('machines', []))}) | {step} | "
+                             f"{c['at_budget']:.3g} |")
+        if curves.get("time_axis") == "measured step cost":
+            lines += ["", f"(The same training time: {curves['budget_s'] / 60:.1f} min at this machine's fp32 step "
+                      f"cost, measured in this run with {torch.get_num_threads()} thread(s) at the preset's batch and "
+                      "crop size, which is the faster generator's whole schedule; each curve is read at the step "
+                      "that time buys. The recorded wall times come from different machines and precisions, so "
+                      "they are listed but not compared.)", ""]
+        else:
+            lines += ["", f"(The same training time: {curves['budget_s'] / 60:.1f} min, the faster generator's mean "
+                      "recorded wall time; each curve is interpolated there.)", ""]
     lines += ["## Answers", "", *_answers(summary, gens, res["speed"], curves), ""]
     lines += ["## Figures", "", *([res["figure_note"], ""] if res.get("figure_note") else [])]
     for s in styles:
@@ -658,12 +691,14 @@ def _answers(summary: list[dict[str, Any]], gens: Sequence[str], speed: dict[str
             flat = max(cj["last_quarter_drop"], cu["last_quarter_drop"])
             per_step = "johnson" if cj["final"] < cu["final"] else "ulyanov"
             per_time = "johnson" if cj["at_budget"] < cu["at_budget"] else "ulyanov"
+            axis = ("at the step cost measured here" if curves.get("time_axis") == "measured step cost"
+                    else "recorded wall time")
             trade += (f". Per step, {per_step} is ahead at the end of training (held-out {cj['final']:.3g} vs "
                       f"{cu['final']:.3g} for johnson vs ulyanov, after {cj['steps']} steps; the curves moved at most "
                       f"{flat * 100:.1f}% over the last quarter of the steps, "
                       f"{'so they have flattened' if flat < 0.05 else 'so they have not flattened yet'}). "
                       f"Per CPU-minute, {per_time} is ahead: after {curves['budget_s'] / 60:.1f} min of training "
-                      f"johnson is at {cj['at_budget']:.3g} and ulyanov at {cu['at_budget']:.3g}")
+                      f"({axis}), johnson is at {cj['at_budget']:.3g} and ulyanov at {cu['at_budget']:.3g}")
         elif j >= u:
             trade += ("; our short schedule favours the 117 k-parameter net, which converges faster — the `medium` "
                       "preset's longer training is the test of this")

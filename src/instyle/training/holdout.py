@@ -117,5 +117,23 @@ def time_forward(model: nn.Module, size: int = 512, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
+def time_train_step(model: nn.Module, criterion: nn.Module, batch: int, size: int, repeats: int = 3) -> float:
+    """Median seconds of one fp32 training step (forward, loss, backward, Adam) on random size² crops,
+    after one warm-up: the per-step cost of a generator measured on the machine at hand, so training
+    curves recorded on different machines or precisions can be put on one time axis."""
+    model = model.cpu().train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.rand(batch, 3, size, size)
+    times = []
+    for i in range(repeats + 1):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        criterion(model(x), x)["total"].backward()
+        opt.step()
+        if i:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
