@@ -192,7 +192,7 @@ def run(preset_name: str, out: Path, *, work: Path | None = None, content: Path 
         for gen in p.generators:
             speed[gen]["instance"]["train_step_s"] = time_train_step(create_model(gen, "instance"), criterion,
                                                                      p.batch, p.size)
-    _plot_curves(records, p, out / "training-curves.png", work)
+    _plot_curves(records, p, out / "training-curves.png", work, speed)
     results = {"preset": preset_name, "config": dataclasses.asdict(p), "machine": machine_description(),
                "torch": torch.__version__, "n_train_photos": len(train_files), "held_out": [f.name for f in held],
                "figure_photos": [held[i].name for i in fig_rows],
@@ -500,9 +500,11 @@ def _curve_summary(records: dict[tuple[str, str, int], dict[str, Any]], p: Prese
     return out
 
 
-def _plot_curves(records: dict[tuple[str, str, int], dict[str, Any]], p: Preset, target: Path, work: Path) -> None:
+def _plot_curves(records: dict[tuple[str, str, int], dict[str, Any]], p: Preset, target: Path, work: Path,
+                 speed: dict[str, Any] | None = None) -> None:
     """Held-out curves against steps and CPU minutes where the runs kept photos out (BN red, IN blue),
-    else the training objective from the runs' logs in ``work``."""
+    else the training objective from the runs' logs in ``work``. The minutes are steps × the step
+    cost measured here (as in the report's table) when ``speed`` has it, else the recorded clocks."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -527,12 +529,17 @@ def _plot_curves(records: dict[tuple[str, str, int], dict[str, Any]], p: Preset,
                             log = work / "models" / f"{gen}-{style}-{norm}-s{seed}.log.jsonl"
                             pts = ([json.loads(x) for x in log.read_text().splitlines() if '"holdout"' not in x]
                                    if log.is_file() else [])
-                        xs = [x[key] / (60 if key == "elapsed" else 1) for x in pts]
+                        cost = (speed or {}).get(gen, {}).get("instance", {}).get("train_step_s")
+                        if key == "elapsed" and cost:
+                            xs = [x["step"] * cost / 60 for x in pts]
+                        else:
+                            xs = [x[key] / (60 if key == "elapsed" else 1) for x in pts]
                         ax.plot(xs, [x["total"] for x in pts], color=color, alpha=0.7, lw=1,
                                 label=f"{'BN' if norm == 'batch' else 'IN'}" if seed == p.seeds[0] else None)
                 ax.set_yscale("log")
                 ax.set_title(f"{gen} / {style}", fontsize=9)
-                ax.set_xlabel(label)
+                has_cost = bool((speed or {}).get(gen, {}).get("instance", {}).get("train_step_s"))
+                ax.set_xlabel("minutes (fp32 step cost measured here)" if key == "elapsed" and has_cost else label)
                 ax.set_ylabel("held-out objective" if p.curve_photos else "training objective")
                 ax.legend(fontsize=8)
     fig.tight_layout()
@@ -630,8 +637,8 @@ def render_report(res: dict[str, Any], styles: Sequence[str]) -> str:
         lines += [f"Held-out photos, style `{s}` (first seed; columns: photo, Gatys, then generator × variant; "
                   "rows: the held-out photos in the public domain or CC0, `figure_photos` in results.json):", "",
                   f"![{s}](grid-{s}.png)", ""]
-    lines += [("Held-out objective against steps and CPU minutes" if curves else "Training objective per step")
-              + " (each line one seed; BN red, IN blue):", "",
+    lines += [("Held-out objective against steps and CPU minutes (steps × the step cost in the table above)"
+               if curves else "Training objective per step") + " (each line one seed; BN red, IN blue):", "",
               "![training curves](training-curves.png)", ""]
     lines += ["## Where this differs from the paper", "",
               "- Training data is the ~330 photos `instyle data fetch` gathers, not MS-COCO/ImageNet; the loss network "
