@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from common import print_and_save  # benchmarks/ is on sys.path when a script here runs
 from PIL import Image
+from roofline import count_gflop
 from torch import nn
 
 from instyle.core.hardware import machine_description
@@ -130,12 +131,10 @@ def instyle_runner(name: str) -> tuple[Callable[[Image.Image], Image.Image], str
 
 
 def torch_gmac(net: nn.Module, size: tuple[int, int]) -> float:
-    """Multiply-accumulates (G) of one forward of ``net`` on a W x H image, counted by PyTorch."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        net.eval()(torch.rand(1, 3, size[1], size[0]))
-    return counter.get_total_flops() / 2e9
+    """Multiply-accumulates (G) of one forward of ``net`` on a W x H image (roofline's FLOP count / 2)."""
+    x = torch.rand(1, 3, size[1], size[0])
+    with torch.inference_mode():
+        return count_gflop(lambda: net.eval()(x)) / 2
 
 
 def lite_gmac(size: tuple[int, int]) -> float | None:

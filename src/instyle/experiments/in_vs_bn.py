@@ -200,7 +200,8 @@ def run(preset_name: str, out: Path, *, work: Path | None = None, content: Path 
                "train_time_s": round(sum(r[n]["wall_time_s"] for r in records.values() for n in r), 1),
                "style_files": {name: str(f) for name, f in styles.items()},
                "gatys": ceilings["lbfgs"], "adam": ceilings["adam"], "speed": speed, "per_run": per_run,
-               "curves": _curve_summary(records, p, speed), "planned_seeds": list(planned_seeds)}
+               "curves": _curve_summary(records, p, speed), "train_step_threads": torch.get_num_threads(),
+               "planned_seeds": list(planned_seeds)}
     return _write_report(results, list(styles), out, log)
 
 
@@ -457,6 +458,11 @@ def _curve_at(curve: Sequence[dict[str, Any]], key: str, x: float) -> float:
     return ys[-1]
 
 
+def _step_cost(speed: dict[str, Any] | None, gen: str) -> float | None:
+    """``gen``'s fp32 training-step seconds measured in this run (``time_train_step``), if any."""
+    return (speed or {}).get(gen, {}).get("instance", {}).get("train_step_s")
+
+
 def _curve_summary(records: dict[tuple[str, str, int], dict[str, Any]], p: Preset,
                    speed: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per generator (IN runs, mean over styles and seeds): how flat the held-out curve ends (relative
@@ -475,7 +481,7 @@ def _curve_summary(records: dict[tuple[str, str, int], dict[str, Any]], p: Prese
             by_gen.setdefault(gen, []).append(rec["instance"])
     if not by_gen:
         return {}
-    step_s = {gen: (speed or {}).get(gen, {}).get("instance", {}).get("train_step_s") for gen in by_gen}
+    step_s = {gen: _step_cost(speed, gen) for gen in by_gen}
     measured = all(step_s.values())
 
     def seconds(gen: str, recs: list[dict[str, Any]]) -> float:
@@ -515,6 +521,7 @@ def _plot_curves(records: dict[tuple[str, str, int], dict[str, Any]], p: Preset,
     fig, axes = plt.subplots(len(p.generators), len(styles) * len(axes_x),
                              figsize=(4.5 * len(styles) * len(axes_x), 3.2 * len(p.generators)), squeeze=False)
     for r, gen in enumerate(p.generators):
+        cost = _step_cost(speed, gen)
         for c, style in enumerate(styles):
             for a, (key, label) in enumerate(axes_x):
                 ax = axes[r][c * len(axes_x) + a]
@@ -529,7 +536,6 @@ def _plot_curves(records: dict[tuple[str, str, int], dict[str, Any]], p: Preset,
                             log = work / "models" / f"{gen}-{style}-{norm}-s{seed}.log.jsonl"
                             pts = ([json.loads(x) for x in log.read_text().splitlines() if '"holdout"' not in x]
                                    if log.is_file() else [])
-                        cost = (speed or {}).get(gen, {}).get("instance", {}).get("train_step_s")
                         if key == "elapsed" and cost:
                             xs = [x["step"] * cost / 60 for x in pts]
                         else:
@@ -538,8 +544,7 @@ def _plot_curves(records: dict[tuple[str, str, int], dict[str, Any]], p: Preset,
                                 label=f"{'BN' if norm == 'batch' else 'IN'}" if seed == p.seeds[0] else None)
                 ax.set_yscale("log")
                 ax.set_title(f"{gen} / {style}", fontsize=9)
-                has_cost = bool((speed or {}).get(gen, {}).get("instance", {}).get("train_step_s"))
-                ax.set_xlabel("minutes (fp32 step cost measured here)" if key == "elapsed" and has_cost else label)
+                ax.set_xlabel("minutes (fp32 step cost measured here)" if key == "elapsed" and cost else label)
                 ax.set_ylabel("held-out objective" if p.curve_photos else "training objective")
                 ax.legend(fontsize=8)
     fig.tight_layout()
@@ -624,10 +629,10 @@ def render_report(res: dict[str, Any], styles: Sequence[str]) -> str:
                              f"{c['at_budget']:.3g} |")
         if curves.get("time_axis") == "measured step cost":
             lines += ["", f"(The same training time: {curves['budget_s'] / 60:.1f} min at this machine's fp32 step "
-                      f"cost, measured in this run with {torch.get_num_threads()} thread(s) at the preset's batch and "
-                      "crop size, which is the faster generator's whole schedule; each curve is read at the step "
-                      "that time buys. The recorded wall times come from different machines and precisions, so "
-                      "they are listed but not compared.)", ""]
+                      f"cost, measured in this run with {res.get('train_step_threads', '?')} thread(s) at the "
+                      "preset's batch and crop size, which is the faster generator's whole schedule; each curve is "
+                      "read at the step that time buys. The recorded wall times come from different machines and "
+                      "precisions, so they are listed but not compared.)", ""]
         else:
             lines += ["", f"(The same training time: {curves['budget_s'] / 60:.1f} min, the faster generator's mean "
                       "recorded wall time; each curve is interpolated there.)", ""]
